@@ -1,0 +1,335 @@
+//! Replay options: input paths, data set, broker address, pacing and limits.
+//!
+//! The options come from the command line, so they have no serde form. Every update is sent at
+//! QoS 1, and that is not configurable, because the replay counts a row as published only
+//! when the broker has acknowledged each of its updates.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::dataset::Dataset;
+use super::error::ConfigError;
+
+/// Broker host used when no `--mqtt` URL is given.
+pub const DEFAULT_BROKER_HOST: &str = "127.0.0.1";
+
+/// Broker port used when no `--mqtt` URL is given, or the URL has no port.
+pub const DEFAULT_BROKER_PORT: u16 = 1883;
+
+/// Default maximum number of MQTT connections.
+///
+/// Each thing stays on one connection, so per-thing order is kept while several connections
+/// share the load. The three supported data sets have 6 to 12 things, so each thing gets its
+/// own connection.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// Upper bound accepted for [`ReplayConfig::max_connections`].
+pub const MAX_CONNECTIONS_LIMIT: usize = 256;
+
+/// Default maximum time without a PubAck while updates wait for one.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Maximum MQTT packet size in bytes, in both directions.
+///
+/// rumqttc 0.25 defaults to 10 KiB. Shadow update documents may be larger, so the replay
+/// raises the limit on every connection.
+pub const MAX_PACKET_SIZE_BYTES: usize = 128 * 1024;
+
+/// Address of an MQTT broker, parsed from `mqtt://HOST:PORT`.
+///
+/// # Example
+///
+/// ```
+/// use ingest::replay::BrokerAddress;
+///
+/// let broker: BrokerAddress = "mqtt://127.0.0.1:1884".parse().expect("valid URL");
+/// assert_eq!(broker.host, "127.0.0.1");
+/// assert_eq!(broker.port, 1884);
+/// assert_eq!(broker.to_string(), "mqtt://127.0.0.1:1884");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerAddress {
+    /// Host name or IP address. An IPv6 address is stored without brackets.
+    pub host: String,
+
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Default for BrokerAddress {
+    fn default() -> Self {
+        Self {
+            host: DEFAULT_BROKER_HOST.to_owned(),
+            port: DEFAULT_BROKER_PORT,
+        }
+    }
+}
+
+impl FromStr for BrokerAddress {
+    type Err = ConfigError;
+
+    /// Parses `mqtt://HOST:PORT`, `mqtt://HOST` (port 1883) or `mqtt://[IPv6]:PORT`.
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| ConfigError::InvalidBrokerUrl {
+            url: url.to_owned(),
+            reason,
+        };
+
+        let Some(authority) = url.strip_prefix("mqtt://") else {
+            if url.starts_with("mqtts://") {
+                return Err(invalid("TLS (mqtts://) is not supported"));
+            }
+            return Err(invalid("the scheme must be mqtt://"));
+        };
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        if authority.contains('/') || authority.contains('@') {
+            return Err(invalid("a path or user name is not allowed"));
+        }
+
+        let (host, port) = split_host_port(authority).ok_or_else(|| invalid("bad IPv6 brackets"))?;
+        if host.is_empty() {
+            return Err(invalid("the host is empty"));
+        }
+        let port = match port {
+            None => DEFAULT_BROKER_PORT,
+            Some(text) => match text.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(invalid("the port must be a number from 1 to 65535")),
+            },
+        };
+
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Splits `host:port`, `host` or `[v6]:port` into host and optional port text.
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, rest) = bracketed.split_once(']')?;
+        return match rest {
+            "" => Some((host, None)),
+            _ => Some((host, Some(rest.strip_prefix(':')?))),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host, Some(port))),
+        None => Some((authority, None)),
+    }
+}
+
+impl fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "mqtt://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Options of one replay run.
+///
+/// # Example
+///
+/// ```
+/// use ingest::replay::{Dataset, ReplayConfig};
+///
+/// let config = ReplayConfig::new(vec!["data/occupancy.csv.gz".into()], Dataset::Occupancy)
+///     .with_rate(Some(100.0))
+///     .with_limit(Some(1_000));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayConfig {
+    /// CSV files or folders, replayed in the order given. A folder contributes every `*.csv`
+    /// and `*.csv.gz` file directly inside it, sorted by file name.
+    pub paths: Vec<PathBuf>,
+
+    /// Data set that the files belong to. It decides the columns and the row mapping.
+    pub dataset: Dataset,
+
+    /// MQTT broker to publish to.
+    pub broker: BrokerAddress,
+
+    /// Maximum replay rate in rows per second. Rows that yield updates are scheduled at
+    /// `start + i / rate`, and skipped rows take no slot. `None` publishes as fast as the
+    /// broker acknowledges.
+    pub rate: Option<f64>,
+
+    /// Number of data rows to read before stopping, skipped rows included. `None` reads
+    /// every row of every file.
+    pub limit: Option<u64>,
+
+    /// Maximum number of MQTT connections. Things are assigned to connections in the order
+    /// they first appear, round-robin, and a thing never changes connection.
+    pub max_connections: usize,
+
+    /// Maximum time without any PubAck while updates wait for one. The replay fails with
+    /// [`ReplayError::AckTimeout`](super::ReplayError::AckTimeout) after it.
+    pub ack_timeout: Duration,
+}
+
+impl ReplayConfig {
+    /// Creates a configuration with the default broker, no rate limit and no row limit.
+    pub fn new(paths: Vec<PathBuf>, dataset: Dataset) -> Self {
+        Self {
+            paths,
+            dataset,
+            broker: BrokerAddress::default(),
+            rate: None,
+            limit: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+        }
+    }
+
+    /// Sets the broker address.
+    pub fn with_broker(mut self, broker: BrokerAddress) -> Self {
+        self.broker = broker;
+        self
+    }
+
+    /// Sets the maximum rate in rows per second.
+    pub fn with_rate(mut self, rate: Option<f64>) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Sets the number of data rows to read.
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets the maximum number of MQTT connections.
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// Sets the maximum time without a PubAck.
+    pub fn with_ack_timeout(mut self, ack_timeout: Duration) -> Self {
+        self.ack_timeout = ack_timeout;
+        self
+    }
+
+    /// Checks every option without touching the file system or the network.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first invalid option found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.paths.is_empty() {
+            return Err(ConfigError::NoPaths);
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::InvalidRate { rate });
+            }
+        }
+        if self.limit == Some(0) {
+            return Err(ConfigError::ZeroLimit);
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
+            return Err(ConfigError::InvalidMaxConnections {
+                value: self.max_connections,
+            });
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(ConfigError::ZeroAckTimeout);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<BrokerAddress, ConfigError> {
+        url.parse()
+    }
+
+    fn broker(host: &str, port: u16) -> BrokerAddress {
+        BrokerAddress {
+            host: host.to_owned(),
+            port,
+        }
+    }
+
+    #[test]
+    fn broker_url_forms_parse() {
+        assert_eq!(parse("mqtt://127.0.0.1:1884"), Ok(broker("127.0.0.1", 1884)));
+        assert_eq!(parse("mqtt://localhost"), Ok(broker("localhost", 1883)));
+        assert_eq!(parse("mqtt://localhost:1885/"), Ok(broker("localhost", 1885)));
+        assert_eq!(parse("mqtt://[::1]:1886"), Ok(broker("::1", 1886)));
+        assert_eq!(parse("mqtt://[::1]"), Ok(broker("::1", 1883)));
+    }
+
+    #[test]
+    fn broker_url_errors_name_the_problem() {
+        let cases = [
+            ("127.0.0.1:1883", "the scheme must be mqtt://"),
+            ("mqtts://host:8883", "TLS (mqtts://) is not supported"),
+            ("mqtt://:1883", "the host is empty"),
+            ("mqtt://host:0", "the port must be a number from 1 to 65535"),
+            ("mqtt://host:70000", "the port must be a number from 1 to 65535"),
+            ("mqtt://host:port", "the port must be a number from 1 to 65535"),
+            ("mqtt://host:1883/topic", "a path or user name is not allowed"),
+            ("mqtt://[::1", "bad IPv6 brackets"),
+        ];
+        for (url, expected_reason) in cases {
+            match parse(url) {
+                Err(ConfigError::InvalidBrokerUrl { reason, .. }) => {
+                    assert_eq!(reason, expected_reason, "URL {url}");
+                }
+                other => panic!("URL {url} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broker_display_round_trips() {
+        for url in ["mqtt://127.0.0.1:1883", "mqtt://[::1]:1886", "mqtt://broker.local:1"] {
+            assert_eq!(parse(url).expect("valid URL").to_string(), url);
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let config = ReplayConfig::new(vec!["a.csv".into()], Dataset::Beijing);
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.broker.to_string(), "mqtt://127.0.0.1:1883");
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.ack_timeout, DEFAULT_ACK_TIMEOUT);
+    }
+
+    #[test]
+    fn invalid_options_are_rejected() {
+        let base = ReplayConfig::new(vec!["a.csv".into()], Dataset::Chicago);
+
+        let no_paths = ReplayConfig::new(Vec::new(), Dataset::Chicago);
+        assert_eq!(no_paths.validate(), Err(ConfigError::NoPaths));
+
+        for rate in [0.0, -1.0, f64::INFINITY] {
+            let result = base.clone().with_rate(Some(rate)).validate();
+            assert_eq!(result, Err(ConfigError::InvalidRate { rate }));
+        }
+        let nan = base.clone().with_rate(Some(f64::NAN)).validate();
+        assert!(matches!(nan, Err(ConfigError::InvalidRate { .. })));
+
+        let zero_limit = base.clone().with_limit(Some(0)).validate();
+        assert_eq!(zero_limit, Err(ConfigError::ZeroLimit));
+
+        let zero_connections = base.clone().with_max_connections(0).validate();
+        assert_eq!(zero_connections, Err(ConfigError::InvalidMaxConnections { value: 0 }));
+
+        let zero_timeout = base.with_ack_timeout(Duration::ZERO).validate();
+        assert_eq!(zero_timeout, Err(ConfigError::ZeroAckTimeout));
+    }
+}

@@ -1,0 +1,181 @@
+//! Turning outcomes and deltas into messages, replies and history rows.
+//!
+//! The dataflow ends in two sink operators that call [`ShadowOutputs`]: `Shadow: Deliver` for
+//! the outcome of every request, and `Delta: Publish` for every insertion into the deltas
+//! collection. Documents are encoded to JSON here, on the worker that produced them.
+//!
+//! # Notes
+//! - Updates and deletes made over HTTP also publish their `/accepted` and `/documents` messages
+//!   on MQTT, as AWS does for updates made in its console, but never a `/rejected` message.
+
+use serde_json::Value;
+
+use super::request::{Operation, ReplyTo};
+use super::state::{Outcome, Updated};
+use super::version::{PendingDelta, ShadowVersion};
+use crate::history::{ChangeKind, HistoryRow};
+use crate::protocol::{ResponseKind, ShadowTopic};
+use crate::shadow::{
+    delete_document, delta_document, documents_document, error_document, get_document, ShadowKey,
+};
+
+/// A message for the MQTT broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttMessage {
+    /// Topic to publish on.
+    pub topic: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// A response for a waiting HTTP request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpReply {
+    /// Id under which the HTTP handler waits.
+    pub request_id: u64,
+    /// HTTP status code (200, or the error document's code).
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+}
+
+/// Where the dataflow's results go. Implemented by the service wiring; called on worker threads,
+/// so implementations must not block for long.
+pub trait ShadowOutputs: Send + Sync + 'static {
+    /// Publishes a message on MQTT.
+    fn publish(&self, message: MqttMessage);
+    /// Completes a waiting HTTP request.
+    fn reply_http(&self, reply: HttpReply);
+    /// Archives an accepted change.
+    fn archive(&self, row: HistoryRow);
+}
+
+/// Sends everything that `outcome` produces to `outputs`.
+pub fn deliver_outcome(outcome: Outcome, outputs: &dyn ShadowOutputs) {
+    match outcome {
+        Outcome::Updated(updated) => deliver_update(*updated, outputs),
+        Outcome::Read { key, current, client_token, at_ms, reply_to } => {
+            let document =
+                get_document(&current.shadow, current.delta(), seconds(at_ms), client_token.as_deref());
+            respond(outputs, &key, Operation::Get, reply_to, 200, &document);
+        }
+        Outcome::Deleted { key, version, client_token, at_ms, origin, reply_to } => {
+            let document = delete_document(version, seconds(at_ms), client_token.as_deref());
+            respond(outputs, &key, Operation::Delete, reply_to, 200, &document);
+            outputs.archive(HistoryRow {
+                thing_name: key.thing_name,
+                shadow_name: key.shadow_name,
+                change: ChangeKind::Delete,
+                version,
+                accepted_at_ms: at_ms,
+                origin,
+                client_token,
+                request_state: None,
+                desired: None,
+                reported: None,
+                delta: None,
+            });
+        }
+        Outcome::Rejected { key, operation, error, client_token, at_ms, reply_to } => {
+            let document = error_document(&error, seconds(at_ms), client_token.as_deref());
+            tracing::debug!(thing = %key.thing_name, operation = operation.as_str(),
+                code = error.code(), message = error.message(), "rejected shadow request");
+            respond(outputs, &key, operation, reply_to, error.code(), &document);
+        }
+    }
+}
+
+fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
+    let Updated { key, previous, current, accepted, request_state, origin, reply_to } = updated;
+    let at_s = current.updated_at_s();
+    respond(outputs, &key, Operation::Update, reply_to, 200, &accepted);
+
+    let documents = documents_document(
+        previous.as_ref().map(|previous| &previous.shadow),
+        &current.shadow,
+        at_s,
+        current.client_token.as_deref(),
+    );
+    outputs.publish(MqttMessage {
+        topic: ShadowTopic::response(&key, Operation::Update, ResponseKind::Documents),
+        payload: encode(&documents),
+    });
+
+    outputs.archive(history_row(key, &current, request_state, origin));
+}
+
+/// Publishes the `/update/delta` message of a newly inserted delta.
+pub fn deliver_delta(key: &ShadowKey, pending: &PendingDelta, outputs: &dyn ShadowOutputs) {
+    let version: &ShadowVersion = &pending.version;
+    let Some(delta) = pending.delta() else { return };
+    let document = delta_document(
+        delta,
+        version.version(),
+        version.updated_at_s(),
+        version.client_token.as_deref(),
+    );
+    outputs.publish(MqttMessage {
+        topic: ShadowTopic::response(key, Operation::Update, ResponseKind::Delta),
+        payload: encode(&document),
+    });
+}
+
+fn history_row(
+    key: ShadowKey,
+    current: &ShadowVersion,
+    request_state: String,
+    origin: crate::history::Origin,
+) -> HistoryRow {
+    HistoryRow {
+        thing_name: key.thing_name,
+        shadow_name: key.shadow_name,
+        change: ChangeKind::Update,
+        version: current.version(),
+        accepted_at_ms: current.updated_at_ms,
+        origin,
+        client_token: current.client_token.clone(),
+        request_state: Some(request_state),
+        desired: current.shadow.desired_json(),
+        reported: current.shadow.reported_json(),
+        delta: current.delta().map(|delta| delta.state_json()),
+    }
+}
+
+/// Sends a response document to whoever `reply_to` names.
+fn respond(
+    outputs: &dyn ShadowOutputs,
+    key: &ShadowKey,
+    operation: Operation,
+    reply_to: ReplyTo,
+    status: u16,
+    document: &Value,
+) {
+    let kind = if status == 200 { ResponseKind::Accepted } else { ResponseKind::Rejected };
+    match reply_to {
+        ReplyTo::Mqtt => outputs.publish(MqttMessage {
+            topic: ShadowTopic::response(key, operation, kind),
+            payload: encode(document),
+        }),
+        ReplyTo::Http { request_id } => {
+            let body = encode(document);
+            // A successful change over HTTP is announced to MQTT subscribers as well.
+            if kind == ResponseKind::Accepted && operation != Operation::Get {
+                outputs.publish(MqttMessage {
+                    topic: ShadowTopic::response(key, operation, kind),
+                    payload: body.clone(),
+                });
+            }
+            outputs.reply_http(HttpReply { request_id, status, body });
+        }
+        ReplyTo::Nobody => {}
+    }
+}
+
+fn encode(document: &Value) -> Vec<u8> {
+    // Serialising a `Value` cannot fail: its keys are strings and its numbers finite.
+    serde_json::to_vec(document).unwrap_or_default()
+}
+
+fn seconds(at_ms: i64) -> i64 {
+    at_ms.div_euclid(1000)
+}

@@ -1,0 +1,153 @@
+//! The request source: a channel from ingest tasks into the dataflow.
+//!
+//! Ingest code (MQTT event loops, HTTP handlers) holds a [`RequestSender`]; worker 0 drains the
+//! matching [`RequestReceiver`] in the `Requests: Source` operator and stamps each drained batch
+//! with a new epoch. The channel is bounded, so a dataflow that falls behind slows its senders
+//! down instead of buffering without limit.
+//!
+//! # Notes
+//! - Only worker 0 reads requests; the `Shadow: Apply` operator exchanges them to the worker
+//!   that owns each shadow.
+//! - The source wakes up through a timely `SyncActivator` when a sender adds a request to an
+//!   empty queue, so idle workers park instead of polling.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+use timely::scheduling::SyncActivator;
+use tokio::sync::mpsc;
+
+use super::request::Request;
+use super::{epoch_start, Time};
+
+/// Most requests the source emits per activation, so one burst cannot starve other operators.
+pub const MAX_REQUESTS_PER_ACTIVATION: usize = 4096;
+
+/// Error returned when the dataflow no longer accepts requests (it is shutting down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the shadow dataflow has stopped and accepts no more requests")]
+pub struct DataflowClosed;
+
+/// Wakes the source operator when requests arrive.
+#[derive(Debug, Default)]
+struct Wakeup {
+    activator: OnceLock<SyncActivator>,
+    /// True while the source has been woken and has not yet started draining.
+    pending: AtomicBool,
+}
+
+impl Wakeup {
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            if let Some(activator) = self.activator.get() {
+                // An error means the worker has gone, and the next send reports the closed channel.
+                let _ = activator.activate();
+            }
+        }
+    }
+}
+
+/// Sends requests into the dataflow. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RequestSender {
+    channel: mpsc::Sender<Request>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl RequestSender {
+    /// Queues `request`, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// Returns [`DataflowClosed`] once the dataflow has shut down.
+    pub async fn send(&self, request: Request) -> Result<(), DataflowClosed> {
+        self.channel.send(request).await.map_err(|_| DataflowClosed)?;
+        self.wakeup.wake();
+        Ok(())
+    }
+
+    /// Queues `request` from a thread outside any async runtime, blocking while the queue is full.
+    ///
+    /// # Errors
+    /// Returns [`DataflowClosed`] once the dataflow has shut down.
+    ///
+    /// # Panics
+    /// Panics when called from within an async runtime.
+    pub fn blocking_send(&self, request: Request) -> Result<(), DataflowClosed> {
+        self.channel.blocking_send(request).map_err(|_| DataflowClosed)?;
+        self.wakeup.wake();
+        Ok(())
+    }
+}
+
+/// The receiving end, consumed by the source operator on worker 0.
+#[derive(Debug)]
+pub struct RequestReceiver {
+    channel: mpsc::Receiver<Request>,
+    wakeup: Arc<Wakeup>,
+}
+
+/// Creates a request channel that holds at most `capacity` queued requests.
+pub fn request_channel(capacity: usize) -> (RequestSender, RequestReceiver) {
+    let (sender, receiver) = mpsc::channel(capacity.max(1));
+    let wakeup = Arc::new(Wakeup::default());
+    (
+        RequestSender { channel: sender, wakeup: Arc::clone(&wakeup) },
+        RequestReceiver { channel: receiver, wakeup },
+    )
+}
+
+/// Builds the source operator. Workers given `None` emit nothing and close their part at once.
+pub fn request_source<'scope>(
+    scope: Scope<'scope, Time>,
+    receiver: Option<RequestReceiver>,
+) -> Stream<'scope, Time, Vec<Request>> {
+    source(scope, "Requests: Source", move |capability, info| {
+        let reschedule = scope.activator_for(Rc::clone(&info.address));
+        if let Some(receiver) = &receiver {
+            let activator = scope.worker().sync_activator_for(info.address.to_vec());
+            // The receiver is handed to exactly one source, so the activator is unset here.
+            let _ = receiver.wakeup.activator.set(activator);
+        }
+        let mut capability = receiver.is_some().then_some(capability);
+        let mut receiver = receiver;
+        let mut epoch = 0;
+        move |output| {
+            let (Some(receiver_ref), Some(held)) = (receiver.as_mut(), capability.as_mut()) else {
+                capability = None;
+                return;
+            };
+            receiver_ref.wakeup.pending.store(false, Ordering::Release);
+            let mut emitted = 0;
+            let mut closed = false;
+            {
+                let mut session = output.session(&*held);
+                while emitted < MAX_REQUESTS_PER_ACTIVATION {
+                    match receiver_ref.channel.try_recv() {
+                        Ok(request) => {
+                            session.give(request);
+                            emitted += 1;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if emitted == MAX_REQUESTS_PER_ACTIVATION {
+                reschedule.activate();
+            }
+            if closed {
+                capability = None;
+                receiver = None;
+            } else if emitted > 0 {
+                epoch += 1;
+                held.downgrade(&epoch_start(epoch));
+            }
+        }
+    })
+}

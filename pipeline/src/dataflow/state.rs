@@ -1,0 +1,269 @@
+//! The single-writer state of the shadows one worker owns, and how requests change it.
+//!
+//! [`ShadowState::apply`] is the whole shadow semantics of the dataflow, kept free of timely so
+//! it can be tested directly: it decodes a request, applies it to the shadow it addresses and
+//! returns the [`Outcome`] for the requester plus the change of the shadows collection.
+//!
+//! # Notes
+//! - Each worker owns the shadows whose keys hash to it, so no two threads ever touch one
+//!   shadow and no lock is needed.
+//! - A deleted shadow leaves a tombstone with its last version, so a re-created shadow continues
+//!   the numbering. Tombstones are kept for the life of the process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::request::{Operation, ReplyTo, Request};
+use super::version::ShadowVersion;
+use super::{epoch_start, Time};
+use crate::history::Origin;
+use crate::shadow::{
+    accepted_document, apply_update, decode_client_token, decode_update, Limits, ShadowError,
+    ShadowKey,
+};
+
+/// Result of one request, for the requester and the history.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// An update was accepted and produced `current`.
+    Updated(Box<Updated>),
+    /// A get found the shadow.
+    Read {
+        /// Shadow read.
+        key: ShadowKey,
+        /// The shadow as it is.
+        current: Arc<ShadowVersion>,
+        /// `clientToken` of the get request.
+        client_token: Option<String>,
+        /// When the request was received, in milliseconds since the Unix epoch.
+        at_ms: i64,
+        /// Where the response goes.
+        reply_to: ReplyTo,
+    },
+    /// A delete removed the shadow.
+    Deleted {
+        /// Shadow deleted.
+        key: ShadowKey,
+        /// Last version of the deleted shadow.
+        version: u64,
+        /// `clientToken` of the delete request.
+        client_token: Option<String>,
+        /// When the request was received, in milliseconds since the Unix epoch.
+        at_ms: i64,
+        /// How the request reached the service.
+        origin: Origin,
+        /// Where the response goes.
+        reply_to: ReplyTo,
+    },
+    /// The request was rejected and changed nothing.
+    Rejected {
+        /// Shadow addressed.
+        key: ShadowKey,
+        /// Operation that was rejected.
+        operation: Operation,
+        /// Error document contents.
+        error: ShadowError,
+        /// `clientToken` of the request, when it could be read.
+        client_token: Option<String>,
+        /// When the request was received, in milliseconds since the Unix epoch.
+        at_ms: i64,
+        /// Where the response goes.
+        reply_to: ReplyTo,
+    },
+}
+
+/// An accepted update.
+#[derive(Clone, Debug)]
+pub struct Updated {
+    /// Shadow updated.
+    pub key: ShadowKey,
+    /// The shadow before the update, `None` when the update created it.
+    pub previous: Option<Arc<ShadowVersion>>,
+    /// The shadow after the update.
+    pub current: Arc<ShadowVersion>,
+    /// The `/update/accepted` document: the request's state with metadata for its leaves.
+    pub accepted: Value,
+    /// The request's `state` node as compact JSON, for the history.
+    pub request_state: String,
+    /// How the request reached the service.
+    pub origin: Origin,
+    /// Where the response goes.
+    pub reply_to: ReplyTo,
+}
+
+/// A change of the shadows collection caused by one accepted request.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// Shadow that changed.
+    pub key: ShadowKey,
+    /// Version the request replaced (retracted from the collection).
+    pub retracted: Option<Arc<ShadowVersion>>,
+    /// Version the request produced (inserted into the collection).
+    pub inserted: Option<Arc<ShadowVersion>>,
+}
+
+/// What one worker keeps for one shadow key.
+#[derive(Debug, Default)]
+struct Entry {
+    /// The live shadow, `None` after a delete.
+    live: Option<Arc<ShadowVersion>>,
+    /// Last version of the shadow before it was deleted (0 if it never was).
+    deleted_version: u64,
+    /// Epoch and sequence of the last change, so changes within one epoch get distinct times.
+    last_change: Option<(u64, u32)>,
+}
+
+/// The shadows owned by one worker.
+#[derive(Debug)]
+pub struct ShadowState {
+    entries: HashMap<ShadowKey, Entry>,
+    limits: Limits,
+}
+
+impl ShadowState {
+    /// Creates an empty state that enforces `limits`.
+    pub fn new(limits: Limits) -> Self {
+        ShadowState { entries: HashMap::new(), limits }
+    }
+
+    /// Returns the number of live shadows.
+    pub fn live_shadows(&self) -> usize {
+        self.entries.values().filter(|entry| entry.live.is_some()).count()
+    }
+
+    /// Returns the live version of `key`, if any.
+    pub fn get(&self, key: &ShadowKey) -> Option<&Arc<ShadowVersion>> {
+        self.entries.get(key).and_then(|entry| entry.live.as_ref())
+    }
+
+    /// Applies `request`, received in `epoch`, and returns its outcome and the time and
+    /// contents of the collection change it causes, if any.
+    ///
+    /// Changes of one key within one epoch get increasing sequence numbers, so that each
+    /// accepted update is its own collection change even when a burst lands in one epoch.
+    pub fn apply(&mut self, request: Request, epoch: u64) -> (Outcome, Option<(Time, Change)>) {
+        match request.operation {
+            Operation::Update => self.update(request, epoch),
+            Operation::Get => (self.read(request), None),
+            Operation::Delete => self.delete(request, epoch),
+        }
+    }
+
+    fn update(&mut self, request: Request, epoch: u64) -> (Outcome, Option<(Time, Change)>) {
+        let decoded = match decode_update(&request.payload, &self.limits) {
+            Ok(decoded) => decoded,
+            Err(rejected) => {
+                return (rejected_outcome(request, rejected.error, rejected.client_token), None);
+            }
+        };
+        let entry = self.entries.entry(request.key.clone()).or_default();
+        let current = entry.live.as_ref().map(|live| &live.shadow);
+        let now_s = request.received_at_ms.div_euclid(1000);
+        let shadow =
+            match apply_update(current, entry.deleted_version, &decoded, now_s, &self.limits) {
+                Ok(shadow) => shadow,
+                Err(error) => {
+                    let token = decoded.client_token().map(str::to_owned);
+                    if entry.live.is_none() && entry.deleted_version == 0 {
+                        self.entries.remove(&request.key);
+                    }
+                    return (rejected_outcome(request, error, token), None);
+                }
+            };
+        let version = shadow.version();
+        let current = ShadowVersion::new(
+            shadow,
+            request.received_at_ms,
+            decoded.client_token().map(str::to_owned),
+        );
+        let previous = entry.live.replace(Arc::clone(&current));
+        let time = next_time(&mut entry.last_change, epoch);
+        let change = Change {
+            key: request.key.clone(),
+            retracted: previous.clone(),
+            inserted: Some(Arc::clone(&current)),
+        };
+        let updated = Updated {
+            key: request.key,
+            previous,
+            current,
+            accepted: accepted_document(&decoded, version, now_s),
+            request_state: decoded.state_json(),
+            origin: request.origin,
+            reply_to: request.reply_to,
+        };
+        (Outcome::Updated(Box::new(updated)), Some((time, change)))
+    }
+
+    fn read(&self, request: Request) -> Outcome {
+        let client_token = match decode_client_token(&request.payload, &self.limits) {
+            Ok(token) => token,
+            Err(rejected) => return rejected_outcome(request, rejected.error, rejected.client_token),
+        };
+        match self.get(&request.key) {
+            Some(current) => Outcome::Read {
+                current: Arc::clone(current),
+                key: request.key,
+                client_token,
+                at_ms: request.received_at_ms,
+                reply_to: request.reply_to,
+            },
+            None => {
+                let error = ShadowError::not_found(&request.key);
+                rejected_outcome(request, error, client_token)
+            }
+        }
+    }
+
+    fn delete(&mut self, request: Request, epoch: u64) -> (Outcome, Option<(Time, Change)>) {
+        let client_token = match decode_client_token(&request.payload, &self.limits) {
+            Ok(token) => token,
+            Err(rejected) => {
+                return (rejected_outcome(request, rejected.error, rejected.client_token), None);
+            }
+        };
+        let Some(entry) = self.entries.get_mut(&request.key).filter(|entry| entry.live.is_some())
+        else {
+            let error = ShadowError::not_found(&request.key);
+            return (rejected_outcome(request, error, client_token), None);
+        };
+        let removed = entry.live.take().expect("filtered on a live shadow");
+        let version = removed.version();
+        entry.deleted_version = version;
+        let time = next_time(&mut entry.last_change, epoch);
+        let change = Change { key: request.key.clone(), retracted: Some(removed), inserted: None };
+        let outcome = Outcome::Deleted {
+            key: request.key,
+            version,
+            client_token,
+            at_ms: request.received_at_ms,
+            origin: request.origin,
+            reply_to: request.reply_to,
+        };
+        (outcome, Some((time, change)))
+    }
+}
+
+fn rejected_outcome(request: Request, error: ShadowError, client_token: Option<String>) -> Outcome {
+    Outcome::Rejected {
+        key: request.key,
+        operation: request.operation,
+        error,
+        client_token,
+        at_ms: request.received_at_ms,
+        reply_to: request.reply_to,
+    }
+}
+
+/// Returns the time of a key's next change in `epoch`: the epoch's first time for its first
+/// change in the epoch, then the following times.
+fn next_time(last_change: &mut Option<(u64, u32)>, epoch: u64) -> Time {
+    let sequence = match *last_change {
+        Some((last_epoch, sequence)) if last_epoch == epoch => sequence + 1,
+        _ => 0,
+    };
+    *last_change = Some((epoch, sequence));
+    epoch_start(epoch) | u64::from(sequence)
+}

@@ -1,0 +1,20 @@
+//! Shadow domain model and the dataflow that maintains shadows.
+//!
+//! A *shadow* is the JSON document that AWS IoT Device Shadow keeps per device: the `desired`
+//! state an app asks for, the `reported` state the device last sent, their `delta`, per-leaf
+//! metadata and a version. This crate holds the semantics as plain functions ([`shadow`]) and
+//! the timely/differential dataflow that applies requests to shadows ([`dataflow`]).
+//!
+//! # Layout
+//! - [`shadow`]: documents, decoding and validation, merge, delta, metadata, versions, errors,
+//!   limits and response documents; no I/O.
+//! - [`protocol`]: AWS shadow topic names.
+//! - [`dataflow`]: the request source, the single-writer shadow operator, the deltas collection
+//!   and the outputs it feeds.
+//! - [`history`]: the record of one accepted change, as the archive stores it.
+#![warn(missing_docs)]
+
+pub mod dataflow;
+pub mod history;
+pub mod protocol;
+pub mod shadow;

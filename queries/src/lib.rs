@@ -1,0 +1,21 @@
+//! The HTTP API: AWS IoT Device Shadow REST routes over the shadows the dataflow maintains.
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /things/{thing}/shadow[?name=]` | returns the shadow document with its delta |
+//! | `POST /things/{thing}/shadow[?name=]` | applies an update request; returns the accepted document |
+//! | `DELETE /things/{thing}/shadow[?name=]` | deletes the shadow; returns its last version |
+//! | `GET /healthz` | returns `{"status":"ok"}` while the service runs |
+//!
+//! Errors use the AWS error document `{"code","message","timestamp"}` with the same HTTP
+//! status as `code`.
+//!
+//! # Layout
+//! - `routes`: the warp filters and handlers.
+//! - `body`: reading request bodies with a size cap.
+#![warn(missing_docs)]
+
+mod body;
+mod routes;
+
+pub use routes::{routes, serve, ApiState};

@@ -1,0 +1,174 @@
+//! Warp filters and handlers of the HTTP API.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+
+use std::sync::Arc;
+
+use ingest::http::{HttpRequests, SubmitError};
+use pipeline::dataflow::Operation;
+use pipeline::shadow::{
+    error_document, validate_shadow_name, validate_thing_name, Limits, ShadowError, ShadowKey,
+};
+use warp::http::{Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::body::{read_capped, BodyError};
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Forwards requests into the dataflow and waits for replies.
+    pub requests: Arc<HttpRequests>,
+    /// Limits on names and payloads.
+    pub limits: Limits,
+}
+
+/// Builds every route of the API.
+pub fn routes(
+    state: Arc<ApiState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()));
+
+    let with_state = warp::any().map(move || Arc::clone(&state));
+    let shadow = warp::path!("things" / String / "shadow")
+        .and(warp::method())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::body::stream())
+        .and(with_state)
+        .then(|thing: String, method: Method, query: HashMap<String, String>, body, state: Arc<ApiState>| async move {
+            let body = read_capped(body, state.limits.max_payload_bytes).await;
+            handle_shadow(&state, &thing, &method, query.get("name"), body).await
+        });
+
+    health.or(shadow).unify().recover(handle_rejection).unify()
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+}
+
+async fn handle_shadow(
+    state: &ApiState,
+    thing: &str,
+    method: &Method,
+    shadow_name: Option<&String>,
+    body: Result<Vec<u8>, BodyError>,
+) -> Response {
+    let operation = match *method {
+        Method::GET => Operation::Get,
+        Method::POST => Operation::Update,
+        Method::DELETE => Operation::Delete,
+        _ => return error_response(&ShadowError::new(405, format!("method {method} is not allowed on a shadow; use GET, POST or DELETE")), None),
+    };
+    let key = match shadow_key(thing, shadow_name, &state.limits) {
+        Ok(key) => key,
+        Err(error) => return error_response(&error, None),
+    };
+    let payload = match body {
+        Ok(payload) => payload,
+        Err(BodyError::TooLarge) => return error_response(&ShadowError::payload_too_large(), None),
+        Err(BodyError::Read(error)) => {
+            tracing::debug!(thing = %key.thing_name, error = %error, "reading an HTTP request body failed");
+            return error_response(&ShadowError::new(400, format!("reading the request body failed: {error}")), None);
+        }
+    };
+    match state.requests.submit(key, operation, payload).await {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json_response(status, reply.body)
+        }
+        Err(error @ SubmitError::Closed) => {
+            error_response(&ShadowError::new(503, error.to_string()), None)
+        }
+        Err(error) => {
+            tracing::warn!(thing = %thing, error = %error, "HTTP shadow request got no reply");
+            error_response(&ShadowError::new(503, error.to_string()), None)
+        }
+    }
+}
+
+/// Builds the key from the path and query, decoding percent-escapes and validating both names.
+fn shadow_key(thing: &str, shadow: Option<&String>, limits: &Limits) -> Result<ShadowKey, ShadowError> {
+    let thing = percent_decode(thing).ok_or_else(|| {
+        ShadowError::new(400, format!("thing name {thing:?} is not valid percent-encoded UTF-8"))
+    })?;
+    validate_thing_name(&thing, limits)?;
+    match shadow {
+        None => Ok(ShadowKey::classic(thing)),
+        Some(shadow) => {
+            validate_shadow_name(shadow, limits)?;
+            Ok(ShadowKey::named(thing, shadow.clone()))
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; returns `None` for a malformed escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        ShadowError::new(404, "no such route; shadows live under /things/{thingName}/shadow".to_owned())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ShadowError::new(405, "method not allowed on this route".to_owned())
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ShadowError::new(400, "invalid query string".to_owned())
+    } else {
+        tracing::debug!(rejection = ?rejection, "unhandled HTTP rejection");
+        ShadowError::new(400, format!("invalid request: {rejection:?}"))
+    };
+    Ok(error_response(&error, None))
+}
+
+fn error_response(error: &ShadowError, client_token: Option<&str>) -> Response {
+    let document = error_document(error, ingest::mqtt::now_ms().div_euclid(1000), client_token);
+    let status = StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, serde_json::to_vec(&document).unwrap_or_default())
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    warp::reply::with_status(
+        warp::reply::with_header(body, "content-type", "application/json"),
+        status,
+    )
+    .into_response()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decode_handles_escapes() {
+        assert_eq!(percent_decode("lamp%3A1").as_deref(), Some("lamp:1"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%4"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}

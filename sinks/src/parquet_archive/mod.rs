@@ -1,0 +1,107 @@
+//! Parquet archive of shadow history: one row for every accepted change of every shadow.
+//!
+//! [`ArchiveWriter::spawn`] starts a writer thread on a directory, which the service sets to
+//! `DATA_DIR/history`. Senders from [`ArchiveHandle::sender`] queue
+//! [`HistoryRow`](pipeline::history::HistoryRow)s. The writer groups them by the UTC date of
+//! `accepted_at` into Hive-style partition folders of zstd-compressed Parquet files:
+//!
+//! ```text
+//! history/
+//!   date=2024-05-01/
+//!     part-1714521600000-5f0c9e2a71d3b468-000001.parquet               finished
+//!     .part-1714550400000-5f0c9e2a71d3b468-000002.parquet.inprogress   being written
+//! ```
+//!
+//! Query engines read the folder as one table with a `date` partition column, for example
+//! `pyarrow.dataset.dataset("history", format="parquet", partitioning="hive")`. A file being
+//! written has a hidden name that does not end in `.parquet`, so such globs and dataset scans
+//! skip it. The file gets its `.parquet` name only after its footer is written and synced.
+//!
+//! # Schema
+//!
+//! | column | Arrow type | nullable | contents |
+//! |---|---|---|---|
+//! | `thing_name` | Utf8 | no | thing name |
+//! | `shadow_name` | Utf8 | yes | named shadow, null for the classic (unnamed) shadow |
+//! | `change` | Utf8 | no | `update` or `delete` |
+//! | `version` | Int64 | no | shadow version after the change, for a delete the version of the deleted shadow |
+//! | `accepted_at` | Timestamp(Millisecond, "UTC") | no | when the service accepted the change |
+//! | `origin` | Utf8 | no | `mqtt`, `http` or `replay` |
+//! | `client_token` | Utf8 | yes | the request's `clientToken` |
+//! | `request_state` | Utf8 (Parquet JSON) | yes | the request's `state` node as JSON text, null for deletes |
+//! | `desired` | Utf8 (Parquet JSON) | yes | resulting `state.desired` as JSON text |
+//! | `reported` | Utf8 (Parquet JSON) | yes | resulting `state.reported` as JSON text |
+//! | `delta` | Utf8 (Parquet JSON) | yes | resulting `state.delta` as JSON text |
+//!
+//! - `version` is Int64 rather than UInt64 because Spark and older readers have no unsigned
+//!   types. [`ArchiveSender::send`] rejects versions above `i64::MAX`.
+//! - The JSON columns carry the Parquet JSON logical type. Readers without JSON support read
+//!   them as strings.
+//! - The `date` partition value is the UTC date of `accepted_at`. It is not stored in the files.
+//! - String columns are dictionary-encoded, the Parquet writer's default. Scalar columns have
+//!   page-level statistics and a column index, so readers can skip data by `thing_name` and
+//!   `accepted_at`.
+//!
+//! # Notes
+//!
+//! - Rows become readable when their file is finished: at `max_file_rows` rows,
+//!   `max_file_age_ms` after its first row, or on [`ArchiveHandle::close`]. Until then they
+//!   exist only in memory and in the hidden in-progress file.
+//! - Rows are stored in arrival order, not sorted by time or thing.
+//! - Unfinished files from a crash are left in place and logged at WARN when the writer
+//!   starts. Nothing reads or repairs them yet, so their rows are not readable.
+//! - A failing write is retried until it succeeds, which stalls the senders while the disk is
+//!   full. Only `close` gives up, after [`CLOSE_RETRY_ATTEMPTS`] more attempts.
+//! - One writer per directory. Two writers would not overwrite each other's files, but nothing
+//!   coordinates them.
+//!
+//! # Example
+//!
+//! ```
+//! use pipeline::history::{ChangeKind, HistoryRow, Origin};
+//! use sinks::parquet_archive::{ArchiveConfig, ArchiveWriter};
+//!
+//! # let directory = std::env::temp_dir().join(format!("archive-doc-{}", std::process::id()));
+//! let archive = ArchiveWriter::spawn(&directory, ArchiveConfig::default())?;
+//! archive.sender().send(HistoryRow {
+//!     thing_name: "lamp-1".to_owned(),
+//!     shadow_name: None,
+//!     change: ChangeKind::Update,
+//!     version: 1,
+//!     accepted_at_ms: 1_714_521_600_000,
+//!     origin: Origin::Mqtt,
+//!     client_token: None,
+//!     request_state: Some(r#"{"desired":{"on":true}}"#.to_owned()),
+//!     desired: Some(r#"{"on":true}"#.to_owned()),
+//!     reported: None,
+//!     delta: Some(r#"{"on":true}"#.to_owned()),
+//! })?;
+//!
+//! let stats = archive.close()?;
+//! assert_eq!(stats.rows_written, 1);
+//! assert!(directory.join("date=2024-05-01").is_dir());
+//! # std::fs::remove_dir_all(&directory)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod file;
+mod io_retry;
+mod layout;
+pub mod schema;
+mod stats;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    ArchiveConfig, DEFAULT_MAX_FILE_AGE_MS, DEFAULT_MAX_FILE_ROWS, DEFAULT_QUEUE_ROWS,
+    DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL,
+};
+pub use io_retry::CLOSE_RETRY_ATTEMPTS;
+pub use layout::{IN_PROGRESS_SUFFIX, PARTITION_PREFIX, utc_date};
+pub use stats::{ArchiveCounters, ArchiveStats};
+pub use writer::{ArchiveHandle, ArchiveSender, ArchiveWriter};
+
+pub use crate::error::{ArchiveConfigError, ArchiveError, ArchiveSendError};

@@ -1,0 +1,50 @@
+//! The `shadowflow` command: runs the shadow service and replays device data sets.
+//!
+//! # Layout
+//! - `config`: the `serve` settings, from a TOML file and command-line flags.
+//! - `serve`: wiring of broker, dataflow, MQTT, HTTP and archive, and graceful shutdown.
+//! - `replay`: the `replay` subcommand.
+
+mod config;
+mod replay;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Device shadows compatible with AWS IoT Device Shadow, kept in a timely/differential dataflow.
+#[derive(Debug, Parser)]
+#[command(name = "shadowflow", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the shadow service: MQTT shadow topics, HTTP API and Parquet history.
+    Serve(config::ServeArgs),
+    /// Publish a device data set over MQTT, one shadow update per CSV row.
+    Replay(replay::ReplayArgs),
+}
+
+fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Replay(args) => replay::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

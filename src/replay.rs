@@ -1,0 +1,1 @@
+//! `shadowflow replay`: publishes a device data set over MQTT.

@@ -1,0 +1,166 @@
+//! `shadowflow serve`: starts every part of the service and stops them in order.
+//!
+//! Start: embedded broker (unless `--mqtt-broker`), archive writer, dataflow workers, response
+//! publisher, MQTT request source, HTTP API; then one `shadowflow ready` line on stdout.
+//! Stop (SIGINT or SIGTERM): intake first (MQTT source, HTTP API), then the dataflow drains
+//! every queued request, then the publisher flushes and the archive closes its files.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ingest::broker::start_embedded_broker;
+use ingest::http::HttpRequests;
+use ingest::mqtt::{run_source, BrokerAddress};
+use pipeline::dataflow::{self, DataflowConfig, HttpReply, MqttMessage, ShadowOutputs};
+use pipeline::history::HistoryRow;
+use queries::ApiState;
+use sinks::mqtt::{spawn_publisher, MessagePublisher};
+use sinks::parquet_archive::{ArchiveSender, ArchiveWriter};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::{ServeArgs, ServeConfig};
+
+/// How long start-up waits for the request source to subscribe.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The dataflow's outputs: MQTT publisher, HTTP replies and the archive.
+struct ServiceOutputs {
+    publisher: MessagePublisher,
+    http: Arc<HttpRequests>,
+    archive: ArchiveSender,
+}
+
+impl ShadowOutputs for ServiceOutputs {
+    fn publish(&self, message: MqttMessage) {
+        self.publisher.publish(message);
+    }
+
+    fn reply_http(&self, reply: HttpReply) {
+        self.http.complete(reply);
+    }
+
+    fn archive(&self, row: HistoryRow) {
+        self.archive.send(row);
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::load(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("shadowflow-io")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let broker = match &config.mqtt.broker {
+        Some(broker) => broker.clone(),
+        None => {
+            let address = start_embedded_broker(&config.embedded_broker)?;
+            BrokerAddress { host: address.ip().to_string(), port: address.port() }
+        }
+    };
+
+    let history_dir = config.data_dir.join("history");
+    let archive = ArchiveWriter::spawn(history_dir.clone(), config.archive.clone())
+        .with_context(|| format!("starting the history archive in {}", history_dir.display()))?;
+
+    let (publisher, publisher_handle) = spawn_publisher(&broker, &config.mqtt.client);
+
+    // The HTTP registry needs the request sender and the outputs need the registry, so the
+    // channel is made first and handed to the dataflow together with the outputs.
+    let (requests, dataflow_handle, http) = {
+        let dataflow_config = DataflowConfig {
+            workers: config.workers,
+            limits: config.limits.clone(),
+            ..DataflowConfig::default()
+        };
+        let http_timeout = Duration::from_secs(config.http.reply_timeout_s.max(1));
+        let (requests, receiver) = dataflow::request_channel(dataflow_config.request_queue);
+        let http = Arc::new(HttpRequests::new(requests.clone(), http_timeout));
+        let outputs = Arc::new(ServiceOutputs {
+            publisher,
+            http: Arc::clone(&http),
+            archive: archive.sender(),
+        });
+        let handle = dataflow::spawn_with_receiver(dataflow_config, receiver, outputs)?;
+        (requests, handle, http)
+    };
+
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let (ready_sender, ready) = oneshot::channel();
+    let source = tokio::spawn(run_source(
+        broker.clone(),
+        config.mqtt.client.clone(),
+        config.limits.clone(),
+        requests.clone(),
+        Some(ready_sender),
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready).await.map_err(|_| {
+        anyhow::anyhow!("no MQTT subscription acknowledged by {broker} within {SUBSCRIBE_TIMEOUT:?}: check that the broker runs and accepts this client")
+    })?.context("MQTT request source stopped before subscribing")?;
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}: pass another --http-listen address", config.http.listen))?;
+    let http_address = listener.local_addr().context("reading the HTTP listen address")?;
+    let state = Arc::new(ApiState { requests: http, limits: config.limits.clone() });
+    let mut http_shutdown = shutdown.clone();
+    let api = tokio::spawn(queries::serve(listener, state, async move {
+        let _ = http_shutdown.changed().await;
+    }));
+
+    tracing::info!(http = %http_address, mqtt = %broker, workers = config.workers,
+        data_dir = %config.data_dir.display(), "shadowflow started");
+    println!(
+        "shadowflow ready http=http://{http_address} mqtt={broker} data_dir={}",
+        config.data_dir.display()
+    );
+
+    wait_for_signal().await;
+    let stopping = Instant::now();
+    tracing::info!("stopping: closing MQTT and HTTP intake");
+    let _ = shutdown_sender.send(true);
+    let _ = source.await;
+    let _ = api.await;
+
+    tracing::info!("stopping: draining the dataflow");
+    drop(requests);
+    tokio::task::spawn_blocking(move || dataflow_handle.join())
+        .await
+        .context("waiting for the dataflow workers")?;
+
+    let published = publisher_handle.finish().await;
+    let archive_stats = tokio::task::spawn_blocking(move || archive.close())
+        .await
+        .context("waiting for the history archive")?
+        .context("closing the history archive")?;
+    tracing::info!(
+        messages = published.acknowledged.load(std::sync::atomic::Ordering::Relaxed),
+        history_rows = archive_stats.rows_written,
+        history_files = archive_stats.files_closed,
+        elapsed_ms = stopping.elapsed().as_millis() as u64,
+        "shadowflow stopped"
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("installing signal handlers failed; stop the service with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
+        _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+    }
+}
