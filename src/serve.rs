@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::broker::start_embedded_broker;
-use ingest::http::HttpRequests;
+use ingest::http::{HttpReplies, HttpRequests};
 use ingest::mqtt::{run_source, BrokerAddress};
 use pipeline::dataflow::{self, DataflowConfig, HttpReply, MqttMessage, ShadowOutputs};
 use pipeline::history::HistoryRow;
@@ -27,7 +27,7 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The dataflow's outputs: MQTT publisher, HTTP replies and the archive.
 struct ServiceOutputs {
     publisher: MessagePublisher,
-    http: Arc<HttpRequests>,
+    http: Arc<HttpReplies>,
     archive: ArchiveSender,
 }
 
@@ -41,7 +41,9 @@ impl ShadowOutputs for ServiceOutputs {
     }
 
     fn archive(&self, row: HistoryRow) {
-        self.archive.send(row);
+        if let Err(error) = self.archive.send(row) {
+            tracing::error!(error = %error, "history row not archived");
+        }
     }
 }
 
@@ -81,10 +83,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         };
         let http_timeout = Duration::from_secs(config.http.reply_timeout_s.max(1));
         let (requests, receiver) = dataflow::request_channel(dataflow_config.request_queue);
-        let http = Arc::new(HttpRequests::new(requests.clone(), http_timeout));
+        let replies = Arc::new(HttpReplies::default());
+        let http = Arc::new(HttpRequests::new(requests.clone(), Arc::clone(&replies), http_timeout));
         let outputs = Arc::new(ServiceOutputs {
             publisher,
-            http: Arc::clone(&http),
+            http: replies,
             archive: archive.sender(),
         });
         let handle = dataflow::spawn_with_receiver(dataflow_config, receiver, outputs)?;

@@ -2,7 +2,7 @@
 //!
 //! The Parquet history archive reports setup and write failures as [`ArchiveError`], invalid
 //! settings as [`ArchiveConfigError`], and rows that could not be queued as [`ArchiveSendError`].
-//! Each message says what failed and on which path. Causes are attached as sources, so print the
+//! Each message names what failed and on which path. Causes are attached as sources, so print the
 //! whole chain (for example with `{:#}` in anyhow) to see the operating-system error.
 
 use std::io;
@@ -53,7 +53,7 @@ pub enum ArchiveError {
     },
 
     /// The Parquet writer failed to encode or write a file.
-    #[error("writing Parquet file {path} failed")]
+    #[error("writing Parquet file {path} failed, so it stays unfinished under this name")]
     Parquet {
         /// The in-progress file that was being written.
         path: PathBuf,

@@ -1,14 +1,11 @@
 //! Settings of the service's MQTT client connections (request source and response publisher).
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
 
-/// Port of an MQTT broker when an address names none.
-pub const DEFAULT_BROKER_PORT: u16 = 1883;
+use super::address::BrokerAddress;
 
 /// Default prefix of the service's MQTT client ids.
 pub const DEFAULT_CLIENT_ID: &str = "shadowflow";
@@ -22,71 +19,6 @@ pub const DEFAULT_MAX_PACKET_BYTES: usize = 132 * 1024;
 
 /// Default number of unacknowledged QoS 1 publishes per connection.
 pub const DEFAULT_INFLIGHT: u16 = 100;
-
-/// Host and port of an MQTT broker, written `mqtt://HOST:PORT` (or `HOST:PORT`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct BrokerAddress {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl FromStr for BrokerAddress {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let rest = match text.split_once("://") {
-            Some(("mqtt" | "tcp", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "unsupported scheme {scheme:?} in broker address {text:?}: use mqtt://HOST:PORT"
-                ));
-            }
-            None => text,
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port.parse().map_err(|_| {
-                    format!("invalid port {port:?} in broker address {text:?}: use mqtt://HOST:PORT")
-                })?;
-                (host, port)
-            }
-            None => (rest, DEFAULT_BROKER_PORT),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("missing host in broker address {text:?}: use mqtt://HOST:PORT"));
-        }
-        Ok(BrokerAddress { host: host.to_owned(), port })
-    }
-}
-
-impl TryFrom<String> for BrokerAddress {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<BrokerAddress> for String {
-    fn from(address: BrokerAddress) -> String {
-        address.to_string()
-    }
-}
-
-impl fmt::Display for BrokerAddress {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(formatter, "mqtt://[{}]:{}", self.host, self.port)
-        } else {
-            write!(formatter, "mqtt://{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// Settings shared by the service's MQTT client connections.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,28 +71,6 @@ impl MqttClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broker_address_parses_forms() {
-        let cases = [
-            ("mqtt://127.0.0.1:1884", "127.0.0.1", 1884),
-            ("localhost:1883", "localhost", 1883),
-            ("mqtt://broker", "broker", DEFAULT_BROKER_PORT),
-            ("mqtt://[::1]:1885", "::1", 1885),
-        ];
-        for (text, host, port) in cases {
-            let address: BrokerAddress = text.parse().expect(text);
-            assert_eq!(address.host, host, "{text}");
-            assert_eq!(address.port, port, "{text}");
-        }
-    }
-
-    #[test]
-    fn broker_address_rejects_bad_input() {
-        for text in ["mqtts://host:8883", "mqtt://:1883", "mqtt://host:port"] {
-            assert!(text.parse::<BrokerAddress>().is_err(), "{text}");
-        }
-    }
 
     #[test]
     fn default_config_round_trips() {

@@ -1,8 +1,10 @@
 //! MQTT: the connection settings shared by every MQTT client of the service, and the request
 //! source that subscribes to the shadow request topics.
 
+mod address;
 mod config;
 mod source;
 
-pub use config::{BrokerAddress, MqttClientConfig, DEFAULT_BROKER_PORT};
+pub use address::{BrokerAddress, InvalidBrokerAddress, DEFAULT_BROKER_HOST, DEFAULT_BROKER_PORT};
+pub use config::MqttClientConfig;
 pub use source::{now_ms, run_source, SourceReady};

@@ -19,7 +19,8 @@ use pipeline::shadow::{
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::{oneshot, watch};
 
-use super::config::{BrokerAddress, MqttClientConfig};
+use super::address::BrokerAddress;
+use super::config::MqttClientConfig;
 
 /// Signal sent once the source's subscriptions are acknowledged by the broker.
 #[derive(Debug)]

@@ -38,7 +38,7 @@ struct AckState {
     failure: Option<(usize, rumqttc::ConnectionError)>,
 }
 
-/// What a waiter needs before it returns.
+/// Condition that ends a wait.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WaitTarget {
     /// Return only on a failure or a timeout.
@@ -90,7 +90,9 @@ impl AckTracker {
         }
         state.outstanding_updates -= 1;
         state.last_progress_at = Instant::now();
-        self.counters.updates_published.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .updates_published
+            .fetch_add(1, Ordering::Relaxed);
         drop(state);
         self.changed.notify_waiters();
     }
@@ -106,6 +108,7 @@ impl AckTracker {
     }
 
     /// Returns the number of updates sent but not yet acknowledged.
+    #[cfg(test)]
     pub fn outstanding_updates(&self) -> u64 {
         self.lock().outstanding_updates
     }
@@ -128,11 +131,21 @@ impl AckTracker {
     ///
     /// Returns [`ReplayError::Connection`] if a connection failed, and
     /// [`ReplayError::AckTimeout`] if no PubAck arrived for `timeout` while updates waited.
-    pub async fn wait_until_acknowledged(&self, broker: &BrokerAddress, timeout: Duration) -> Result<(), ReplayError> {
-        self.wait(WaitTarget::AllAcknowledged, broker, timeout).await
+    pub async fn wait_until_acknowledged(
+        &self,
+        broker: &BrokerAddress,
+        timeout: Duration,
+    ) -> Result<(), ReplayError> {
+        self.wait(WaitTarget::AllAcknowledged, broker, timeout)
+            .await
     }
 
-    async fn wait(&self, target: WaitTarget, broker: &BrokerAddress, timeout: Duration) -> Result<(), ReplayError> {
+    async fn wait(
+        &self,
+        target: WaitTarget,
+        broker: &BrokerAddress,
+        timeout: Duration,
+    ) -> Result<(), ReplayError> {
         loop {
             // Register for wake-ups before reading the state, so no notification is lost.
             let mut notified = pin!(self.changed.notified());
@@ -144,7 +157,7 @@ impl AckTracker {
                     return Err(ReplayError::Connection {
                         broker: broker.clone(),
                         connection,
-                        source,
+                        source: Box::new(source),
                     });
                 }
                 if state.outstanding_updates == 0 {
@@ -218,7 +231,11 @@ mod tests {
             .await
             .expect_err("two updates never get a PubAck");
         match error {
-            ReplayError::AckTimeout { outstanding, timeout, .. } => {
+            ReplayError::AckTimeout {
+                outstanding,
+                timeout,
+                ..
+            } => {
                 assert_eq!(outstanding, 2);
                 assert_eq!(timeout, Duration::from_millis(200));
             }
@@ -251,7 +268,9 @@ mod tests {
         tracker.fail(3, rumqttc::ConnectionError::NetworkTimeout);
 
         let broker = BrokerAddress::default();
-        let error = tracker.wait_for_failure(&broker, Duration::from_secs(30)).await;
+        let error = tracker
+            .wait_for_failure(&broker, Duration::from_secs(30))
+            .await;
         assert!(
             matches!(error, ReplayError::Connection { connection: 3, .. }),
             "got {error:?}"

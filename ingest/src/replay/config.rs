@@ -4,19 +4,13 @@
 //! QoS 1, and that is not configurable, because the replay counts a row as published only
 //! when the broker has acknowledged each of its updates.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use super::dataset::Dataset;
 use super::error::ConfigError;
 
-/// Broker host used when no `--mqtt` URL is given.
-pub const DEFAULT_BROKER_HOST: &str = "127.0.0.1";
-
-/// Broker port used when no `--mqtt` URL is given, or the URL has no port.
-pub const DEFAULT_BROKER_PORT: u16 = 1883;
+pub use crate::mqtt::{BrokerAddress, DEFAULT_BROKER_HOST, DEFAULT_BROKER_PORT};
 
 /// Default maximum number of MQTT connections.
 ///
@@ -36,101 +30,6 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// rumqttc 0.25 defaults to 10 KiB. Shadow update documents may be larger, so the replay
 /// raises the limit on every connection.
 pub const MAX_PACKET_SIZE_BYTES: usize = 128 * 1024;
-
-/// Address of an MQTT broker, parsed from `mqtt://HOST:PORT`.
-///
-/// # Example
-///
-/// ```
-/// use ingest::replay::BrokerAddress;
-///
-/// let broker: BrokerAddress = "mqtt://127.0.0.1:1884".parse().expect("valid URL");
-/// assert_eq!(broker.host, "127.0.0.1");
-/// assert_eq!(broker.port, 1884);
-/// assert_eq!(broker.to_string(), "mqtt://127.0.0.1:1884");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BrokerAddress {
-    /// Host name or IP address. An IPv6 address is stored without brackets.
-    pub host: String,
-
-    /// TCP port.
-    pub port: u16,
-}
-
-impl Default for BrokerAddress {
-    fn default() -> Self {
-        Self {
-            host: DEFAULT_BROKER_HOST.to_owned(),
-            port: DEFAULT_BROKER_PORT,
-        }
-    }
-}
-
-impl FromStr for BrokerAddress {
-    type Err = ConfigError;
-
-    /// Parses `mqtt://HOST:PORT`, `mqtt://HOST` (port 1883) or `mqtt://[IPv6]:PORT`.
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| ConfigError::InvalidBrokerUrl {
-            url: url.to_owned(),
-            reason,
-        };
-
-        let Some(authority) = url.strip_prefix("mqtt://") else {
-            if url.starts_with("mqtts://") {
-                return Err(invalid("TLS (mqtts://) is not supported"));
-            }
-            return Err(invalid("the scheme must be mqtt://"));
-        };
-        let authority = authority.strip_suffix('/').unwrap_or(authority);
-        if authority.contains('/') || authority.contains('@') {
-            return Err(invalid("a path or user name is not allowed"));
-        }
-
-        let (host, port) = split_host_port(authority).ok_or_else(|| invalid("bad IPv6 brackets"))?;
-        if host.is_empty() {
-            return Err(invalid("the host is empty"));
-        }
-        let port = match port {
-            None => DEFAULT_BROKER_PORT,
-            Some(text) => match text.parse::<u16>() {
-                Ok(port) if port > 0 => port,
-                _ => return Err(invalid("the port must be a number from 1 to 65535")),
-            },
-        };
-
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-/// Splits `host:port`, `host` or `[v6]:port` into host and optional port text.
-fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
-    if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, rest) = bracketed.split_once(']')?;
-        return match rest {
-            "" => Some((host, None)),
-            _ => Some((host, Some(rest.strip_prefix(':')?))),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => Some((host, Some(port))),
-        None => Some((authority, None)),
-    }
-}
-
-impl fmt::Display for BrokerAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// Options of one replay run.
 ///
@@ -227,10 +126,9 @@ impl ReplayConfig {
         if self.paths.is_empty() {
             return Err(ConfigError::NoPaths);
         }
-        if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(ConfigError::InvalidRate { rate });
-            }
+        let invalid_rate = self.rate.filter(|rate| !(rate.is_finite() && *rate > 0.0));
+        if let Some(rate) = invalid_rate {
+            return Err(ConfigError::InvalidRate { rate });
         }
         if self.limit == Some(0) {
             return Err(ConfigError::ZeroLimit);
@@ -250,55 +148,6 @@ impl ReplayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(url: &str) -> Result<BrokerAddress, ConfigError> {
-        url.parse()
-    }
-
-    fn broker(host: &str, port: u16) -> BrokerAddress {
-        BrokerAddress {
-            host: host.to_owned(),
-            port,
-        }
-    }
-
-    #[test]
-    fn broker_url_forms_parse() {
-        assert_eq!(parse("mqtt://127.0.0.1:1884"), Ok(broker("127.0.0.1", 1884)));
-        assert_eq!(parse("mqtt://localhost"), Ok(broker("localhost", 1883)));
-        assert_eq!(parse("mqtt://localhost:1885/"), Ok(broker("localhost", 1885)));
-        assert_eq!(parse("mqtt://[::1]:1886"), Ok(broker("::1", 1886)));
-        assert_eq!(parse("mqtt://[::1]"), Ok(broker("::1", 1883)));
-    }
-
-    #[test]
-    fn broker_url_errors_name_the_problem() {
-        let cases = [
-            ("127.0.0.1:1883", "the scheme must be mqtt://"),
-            ("mqtts://host:8883", "TLS (mqtts://) is not supported"),
-            ("mqtt://:1883", "the host is empty"),
-            ("mqtt://host:0", "the port must be a number from 1 to 65535"),
-            ("mqtt://host:70000", "the port must be a number from 1 to 65535"),
-            ("mqtt://host:port", "the port must be a number from 1 to 65535"),
-            ("mqtt://host:1883/topic", "a path or user name is not allowed"),
-            ("mqtt://[::1", "bad IPv6 brackets"),
-        ];
-        for (url, expected_reason) in cases {
-            match parse(url) {
-                Err(ConfigError::InvalidBrokerUrl { reason, .. }) => {
-                    assert_eq!(reason, expected_reason, "URL {url}");
-                }
-                other => panic!("URL {url} gave {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn broker_display_round_trips() {
-        for url in ["mqtt://127.0.0.1:1883", "mqtt://[::1]:1886", "mqtt://broker.local:1"] {
-            assert_eq!(parse(url).expect("valid URL").to_string(), url);
-        }
-    }
 
     #[test]
     fn default_config_is_valid() {
@@ -327,7 +176,10 @@ mod tests {
         assert_eq!(zero_limit, Err(ConfigError::ZeroLimit));
 
         let zero_connections = base.clone().with_max_connections(0).validate();
-        assert_eq!(zero_connections, Err(ConfigError::InvalidMaxConnections { value: 0 }));
+        assert_eq!(
+            zero_connections,
+            Err(ConfigError::InvalidMaxConnections { value: 0 })
+        );
 
         let zero_timeout = base.with_ack_timeout(Duration::ZERO).validate();
         assert_eq!(zero_timeout, Err(ConfigError::ZeroAckTimeout));

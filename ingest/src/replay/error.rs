@@ -67,9 +67,9 @@ pub enum ReplayError {
     Connect {
         /// Broker address from the configuration.
         broker: BrokerAddress,
-        /// Error from the MQTT client.
+        /// Error from the MQTT client, boxed to keep `ReplayError` small.
         #[source]
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
 
     /// An open connection to the broker failed during the replay.
@@ -79,9 +79,9 @@ pub enum ReplayError {
         broker: BrokerAddress,
         /// Index of the connection, from 0.
         connection: usize,
-        /// Error from the MQTT client.
+        /// Error from the MQTT client, boxed to keep `ReplayError` small.
         #[source]
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
 
     /// Updates were waiting for a PubAck, and none arrived within the timeout.
@@ -133,15 +133,6 @@ pub enum ConfigError {
     /// The PubAck timeout is zero.
     #[error("ack_timeout must be longer than zero")]
     ZeroAckTimeout,
-
-    /// The broker URL is not of the form `mqtt://HOST:PORT`.
-    #[error("invalid broker URL `{url}`: {reason}; expected mqtt://HOST:PORT")]
-    InvalidBrokerUrl {
-        /// URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
 
     /// The data set name is not one of [`Dataset::ALL`].
     #[error("unknown data set `{name}`; expected beijing, chicago or occupancy")]

@@ -6,13 +6,14 @@
 //! This is what `shadowflow replay` runs, and it is meant for a local shadowflow server or a
 //! test broker, not for load against shared infrastructure.
 //!
-//! The data itself is not part of the repository. `datasets/README.md` says where each data
-//! set comes from, how to download it and how its rows map to updates.
+//! The data itself is not part of the repository. `datasets/README.md` describes where each
+//! data set comes from, how to download it and how its rows map to updates.
 //!
 //! # Layout
 //!
 //! - `config`: [`ReplayConfig`] and [`BrokerAddress`], with defaults and validation.
-//! - `dataset`: [`Dataset`] and the row-to-update mapping of each data set.
+//! - `dataset`: [`Dataset`], [`RowMapper`] and the helpers shared by the mappings, with
+//!   one submodule per data set (`beijing`, `chicago`, `occupancy`).
 //! - `timestamp`: calendar checks and RFC 3339 formatting of the data sets' local times.
 //! - `reader`: [`DatasetReader`], a streaming reader over plain or gzipped CSV files.
 //! - `publisher`: MQTT connections, update encoding and PubAck counting.
@@ -28,7 +29,7 @@
 //! - Per-thing order is kept: every update of a thing goes through one MQTT connection, in
 //!   file order. Order between different things is not defined.
 //! - With a rate, the schedule is open-loop: the i-th published row is due at
-//!   `start + i / rate`, so a slow PubAck delays later rows only until the replay catches up.
+//!   `start + i / rate`, so a stall delays later rows only until the replay catches up.
 //!   The schedule does not slow down when the broker does.
 //! - A failed connection ends the replay with an error. Nothing is retried, so updates
 //!   already acknowledged stay published.
@@ -73,10 +74,12 @@ use tokio::time::Instant;
 use tracing::info;
 
 pub use config::{
-    BrokerAddress, DEFAULT_ACK_TIMEOUT, DEFAULT_BROKER_HOST, DEFAULT_BROKER_PORT, DEFAULT_MAX_CONNECTIONS,
-    MAX_CONNECTIONS_LIMIT, MAX_PACKET_SIZE_BYTES, ReplayConfig,
+    BrokerAddress, DEFAULT_ACK_TIMEOUT, DEFAULT_BROKER_HOST, DEFAULT_BROKER_PORT,
+    DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_LIMIT, MAX_PACKET_SIZE_BYTES, ReplayConfig,
 };
-pub use dataset::{Dataset, MAX_THING_NAME_LENGTH, RowMapper, SkipReason, ThingUpdate, sanitize_thing_name};
+pub use dataset::{
+    Dataset, MAX_THING_NAME_LENGTH, RowMapper, SkipReason, ThingUpdate, sanitize_thing_name,
+};
 pub use error::{ConfigError, ReplayError};
 pub use reader::{DatasetReader, ReplayRow, expand_paths};
 pub use summary::ReplaySummary;
@@ -112,7 +115,14 @@ pub async fn run(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
         .map_err(ReplayError::ReaderTask)??;
     let files = reader.files().len();
     let reader = reader.with_limit(config.limit);
-    info!(%dataset, files, broker = %config.broker, rate = ?config.rate, limit = ?config.limit, "starting replay");
+    info!(
+        %dataset,
+        files,
+        broker = %config.broker,
+        rate = ?config.rate,
+        limit = ?config.limit,
+        "starting replay"
+    );
 
     let counters = Arc::new(ReplayCounters::default());
     let acks = Arc::new(AckTracker::new(Arc::clone(&counters)));
@@ -120,7 +130,8 @@ pub async fn run(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
 
     let (row_sender, row_receiver) = mpsc::channel(ROW_CHANNEL_CAPACITY);
     let reader_counters = Arc::clone(&counters);
-    let reader_task = tokio::task::spawn_blocking(move || read_rows(reader, &row_sender, &reader_counters));
+    let reader_task =
+        tokio::task::spawn_blocking(move || read_rows(reader, &row_sender, &reader_counters));
     let progress = ProgressReporter::start(Arc::clone(&counters), config.limit);
 
     let published = publish_rows(row_receiver, &mut publisher, config.rate).await;
@@ -171,7 +182,10 @@ fn read_rows(
         counters.rows_read.fetch_add(1, Ordering::Relaxed);
         match row.outcome {
             Ok(updates) => {
-                if rows.blocking_send(encode_row(row.row_number, updates)).is_err() {
+                if rows
+                    .blocking_send(encode_row(row.row_number, updates))
+                    .is_err()
+                {
                     // The publisher stopped and returns its own error.
                     break;
                 }
@@ -195,7 +209,8 @@ async fn publish_rows(
     let mut rows_scheduled: u64 = 0;
     while let Some(row) = rows.recv().await {
         if let Some(rate) = rate {
-            let due = due_time(schedule_start, rows_scheduled, rate).ok_or(ConfigError::InvalidRate { rate })?;
+            let due = due_time(schedule_start, rows_scheduled, rate)
+                .ok_or(ConfigError::InvalidRate { rate })?;
             if due > Instant::now() {
                 publisher.sleep_until(due).await?;
             }

@@ -36,12 +36,14 @@ impl ProgressReporter {
         }
 
         let bar = ProgressBar::with_draw_target(limit, ProgressDrawTarget::stderr());
+        // indicatif's own {per_sec} prints four decimals, so the rate is part of the message.
         let template = match limit {
-            Some(_) => "{bar:30} {human_pos}/{human_len} rows read ({per_sec}, eta {eta}) {msg}",
-            None => "{spinner} [{elapsed_precise}] {human_pos} rows read ({per_sec}) {msg}",
+            Some(_) => "{bar:30} {human_pos}/{human_len} rows read, eta {eta}: {msg}",
+            None => "{spinner} [{elapsed_precise}] {human_pos} rows read: {msg}",
         };
         // The templates are constants, so the fallback style is never used in practice.
-        let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         let task = tokio::spawn(draw_progress(bar.clone(), counters));
         Self {
@@ -50,7 +52,7 @@ impl ProgressReporter {
         }
     }
 
-    /// Stops reporting and clears the bar, so the summary that follows stands alone.
+    /// Stops reporting and clears the bar, so the summary is printed on a clean line.
     pub fn finish(self) {
         self.task.abort();
         if let Some(bar) = &self.bar {
@@ -66,14 +68,17 @@ impl Drop for ProgressReporter {
 }
 
 async fn draw_progress(bar: ProgressBar, counters: Arc<ReplayCounters>) {
+    let started_at = Instant::now();
     let mut interval = tokio::time::interval(BAR_REFRESH_INTERVAL);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         let snapshot = counters.snapshot();
+        let rows_per_second =
+            snapshot.rows_read as f64 / started_at.elapsed().as_secs_f64().max(1e-3);
         bar.set_position(snapshot.rows_read);
         bar.set_message(format!(
-            "published {} rows ({} updates), skipped {}",
+            "{rows_per_second:.0} rows/s, published {} rows ({} updates), skipped {}",
             snapshot.rows_published, snapshot.updates_published, snapshot.rows_skipped
         ));
     }
@@ -87,7 +92,7 @@ async fn log_progress(counters: Arc<ReplayCounters>) {
         interval.tick().await;
         let snapshot = counters.snapshot();
         let seconds = started_at.elapsed().as_secs_f64();
-        let rows_per_second = (snapshot.rows_read as f64 / seconds).round();
+        let rows_per_second = (snapshot.rows_read as f64 / seconds).round() as u64;
         info!(
             rows_read = snapshot.rows_read,
             rows_published = snapshot.rows_published,

@@ -9,13 +9,14 @@
 //! # Notes
 //!
 //! - Each connection runs its rumqttc event loop in its own task. The task maps packet ids
-//!   to row numbers (rumqttc reports `Outgoing::Publish(pkid)` in the order requests were
-//!   queued) and reports every PubAck to the shared [`AckTracker`].
+//!   to row numbers, because rumqttc 0.25 reports `Outgoing::Publish(pkid)` in the order
+//!   requests were queued. It reports every PubAck to the shared [`AckTracker`].
 //! - A connection error is fatal. There is no reconnect, because a resent QoS 1 message
 //!   could arrive after newer updates of the same thing and break per-thing order.
 //! - The client id is `sfr-<process id>-<publisher number>-<connection index>`, unique
-//!   within the host. It stays within the 23 bytes that MQTT 3.1.1 brokers must accept
-//!   until a process has created 10,000 publishers. Sessions are clean.
+//!   within the host. Process ids on Linux have at most 7 digits, so the id stays within the
+//!   23 bytes that MQTT 3.1.1 brokers must accept for the first 10 million publishers of a
+//!   process. Sessions are clean.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,7 +97,8 @@ pub(crate) fn encode_row(row_number: u64, updates: Vec<ThingUpdate>) -> EncodedR
                 },
                 client_token: &client_token,
             };
-            let payload = serde_json::to_vec(&request).expect("a JSON object with string keys always serialises");
+            let payload = serde_json::to_vec(&request)
+                .expect("a JSON object with string keys always serialises");
             EncodedUpdate {
                 topic: update_topic(&update.thing_name),
                 thing_name: update.thing_name,
@@ -104,7 +106,10 @@ pub(crate) fn encode_row(row_number: u64, updates: Vec<ThingUpdate>) -> EncodedR
             }
         })
         .collect();
-    EncodedRow { row_number, updates }
+    EncodedRow {
+        row_number,
+        updates,
+    }
 }
 
 /// One open MQTT connection.
@@ -128,7 +133,10 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     /// Opens the first connection, so an unreachable broker fails before any row is read.
-    pub async fn connect(config: &ReplayConfig, acks: Arc<AckTracker>) -> Result<Self, ReplayError> {
+    pub async fn connect(
+        config: &ReplayConfig,
+        acks: Arc<AckTracker>,
+    ) -> Result<Self, ReplayError> {
         let publisher_number = PUBLISHERS_CREATED.fetch_add(1, Ordering::Relaxed);
         let mut publisher = Self {
             broker: config.broker.clone(),
@@ -169,17 +177,20 @@ impl Publisher {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push_back(row.row_number);
 
-            let send = connection
-                .client
-                .publish_bytes(update.topic, QoS::AtLeastOnce, false, update.payload);
+            let send = connection.client.publish_bytes(
+                update.topic,
+                QoS::AtLeastOnce,
+                false,
+                update.payload,
+            );
             tokio::select! {
                 result = send => {
                     if result.is_err() {
                         // The event loop has ended, and its task recorded why.
-                        return Err(self.acks.wait_for_failure(&self.broker, self.ack_timeout).await);
+                        return Err(self.wait_for_failure().await);
                     }
                 }
-                error = self.acks.wait_for_failure(&self.broker, self.ack_timeout) => return Err(error),
+                error = self.wait_for_failure() => return Err(error),
             }
         }
         Ok(())
@@ -189,8 +200,15 @@ impl Publisher {
     pub async fn sleep_until(&self, deadline: tokio::time::Instant) -> Result<(), ReplayError> {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => Ok(()),
-            error = self.acks.wait_for_failure(&self.broker, self.ack_timeout) => Err(error),
+            error = self.wait_for_failure() => Err(error),
         }
+    }
+
+    /// Waits until a connection fails or PubAcks stall, and returns the error.
+    async fn wait_for_failure(&self) -> ReplayError {
+        self.acks
+            .wait_for_failure(&self.broker, self.ack_timeout)
+            .await
     }
 
     /// Waits for every PubAck, then disconnects all connections.
@@ -199,7 +217,9 @@ impl Publisher {
     ///
     /// Returns a connection failure or a PubAck timeout.
     pub async fn finish(&mut self) -> Result<(), ReplayError> {
-        self.acks.wait_until_acknowledged(&self.broker, self.ack_timeout).await?;
+        self.acks
+            .wait_until_acknowledged(&self.broker, self.ack_timeout)
+            .await?;
         for connection in &self.connections {
             if let Err(error) = connection.client.disconnect().await {
                 debug!(error = %error, "connection already closed before DISCONNECT");
@@ -207,8 +227,15 @@ impl Publisher {
         }
         for (index, connection) in self.connections.drain(..).enumerate() {
             let mut task = connection.task;
-            if tokio::time::timeout(DISCONNECT_TIMEOUT, &mut task).await.is_err() {
-                warn!(broker = %self.broker, connection = index, "connection did not close in time; aborting it");
+            if tokio::time::timeout(DISCONNECT_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                warn!(
+                    broker = %self.broker,
+                    connection = index,
+                    "connection did not close in time; aborting it"
+                );
                 task.abort();
             }
         }
@@ -224,7 +251,8 @@ impl Publisher {
         if index == self.connections.len() {
             self.open_connection().await?;
         }
-        self.connection_by_thing.insert(thing_name.to_owned(), index);
+        self.connection_by_thing
+            .insert(thing_name.to_owned(), index);
         Ok(index)
     }
 
@@ -232,7 +260,11 @@ impl Publisher {
     async fn open_connection(&mut self) -> Result<(), ReplayError> {
         let index = self.connections.len();
         let client_id = format!("{}-{index}", self.client_id_prefix);
-        let mut options = MqttOptions::new(client_id.as_str(), self.broker.host.as_str(), self.broker.port);
+        let mut options = MqttOptions::new(
+            client_id.as_str(),
+            self.broker.host.as_str(),
+            self.broker.port,
+        );
         options
             .set_max_packet_size(MAX_PACKET_SIZE_BYTES, MAX_PACKET_SIZE_BYTES)
             .set_keep_alive(KEEP_ALIVE)
@@ -248,7 +280,7 @@ impl Publisher {
                 Err(source) => {
                     return Err(ReplayError::Connect {
                         broker: self.broker.clone(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
@@ -273,7 +305,7 @@ impl Publisher {
 
 impl Drop for Publisher {
     /// Aborts connection tasks left after an error. Their event loops would otherwise keep
-    /// the sockets open, because each event loop holds a sender of its own request channel.
+    /// the sockets open, because each event loop contains a sender of its own request channel.
     fn drop(&mut self) {
         for connection in &self.connections {
             connection.task.abort();
@@ -292,14 +324,21 @@ async fn drive_connection(
     loop {
         match event_loop.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
-                let row = queued_rows.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+                let row = queued_rows
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop_front();
                 if let Some(row) = row {
                     row_by_packet_id.insert(packet_id, row);
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => match row_by_packet_id.remove(&ack.pkid) {
                 Some(row) => acks.acknowledge(row),
-                None => warn!(connection = index, packet_id = ack.pkid, "PubAck for an unknown packet id"),
+                None => warn!(
+                    connection = index,
+                    packet_id = ack.pkid,
+                    "PubAck for an unknown packet id"
+                ),
             },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 debug!(connection = index, "sent DISCONNECT");
@@ -323,7 +362,8 @@ mod tests {
 
     #[test]
     fn encoded_update_has_topic_and_token() {
-        let Value::Object(reported) = json!({"pir": 1, "observed_at": "2017-12-22T10:49:41"}) else {
+        let Value::Object(reported) = json!({"pir": 1, "observed_at": "2017-12-22T10:49:41"})
+        else {
             panic!("literal is an object");
         };
         let row = encode_row(
@@ -345,13 +385,23 @@ mod tests {
         });
         assert_eq!(payload, expected);
         let text = std::str::from_utf8(&update.payload).expect("payload is UTF-8");
-        assert!(text.starts_with(r#"{"state":"#), "state comes first: {text}");
+        assert!(
+            text.starts_with(r#"{"state":"#),
+            "state comes first: {text}"
+        );
     }
 
     #[test]
     fn client_token_fits_for_largest_row_number() {
-        let row = encode_row(u64::MAX, vec![ThingUpdate { thing_name: "S1".to_owned(), reported: Map::new() }]);
-        let payload: Value = serde_json::from_slice(&row.updates[0].payload).expect("payload is JSON");
+        let row = encode_row(
+            u64::MAX,
+            vec![ThingUpdate {
+                thing_name: "S1".to_owned(),
+                reported: Map::new(),
+            }],
+        );
+        let payload: Value =
+            serde_json::from_slice(&row.updates[0].payload).expect("payload is JSON");
         let token = payload["clientToken"].as_str().expect("token is a string");
         assert!(token.len() <= 64, "token {token} is {} bytes", token.len());
     }

@@ -238,16 +238,25 @@ fn open_file(path: &Path, dataset: Dataset) -> Result<OpenFile, ReplayError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(input);
+    // With the default CRLF terminator, csv 1.4 reports the line of a record in a CRLF file
+    // one too low, because the `\n` of the previous terminator is read as part of the next
+    // record. Splitting on `\n` alone keeps line numbers right, and the `\r` left at the end
+    // of the last field is removed where cells are trimmed.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(input);
     let headers = reader.headers().map_err(|source| ReplayError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mapper = dataset.row_mapper(headers).map_err(|column| ReplayError::MissingColumn {
-        path: path.to_path_buf(),
-        column,
-        dataset,
-    })?;
+    let mapper = dataset
+        .row_mapper(headers)
+        .map_err(|column| ReplayError::MissingColumn {
+            path: path.to_path_buf(),
+            column,
+            dataset,
+        })?;
     Ok(OpenFile {
         path: Arc::from(path),
         reader,

@@ -124,16 +124,28 @@ impl ReplaySummary {
 
 fn per_second(count: u64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
-    if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Formats `count word`, adding an `s` unless the count is 1.
+fn count_of(count: usize, word: &str) -> String {
+    if count == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{count} {word}s")
+    }
 }
 
 impl fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file_word = if self.files == 1 { "file" } else { "files" };
         writeln!(
             f,
-            "replayed {} {file_word} of the {} data set to {} in {:.2} s",
-            self.files,
+            "replayed {} of the {} data set to {} in {:.2} s",
+            count_of(self.files, "file"),
             self.dataset,
             self.broker,
             self.elapsed.as_secs_f64()
@@ -142,8 +154,10 @@ impl fmt::Display for ReplaySummary {
         writeln!(f, "  rows published     {}", self.rows_published)?;
         writeln!(
             f,
-            "  updates published  {} to {} things over {} connections",
-            self.updates_published, self.things, self.connections
+            "  updates published  {} to {} over {}",
+            self.updates_published,
+            count_of(self.things, "thing"),
+            count_of(self.connections, "connection")
         )?;
         writeln!(f, "  rows skipped       {}", self.rows_skipped_total())?;
         for (reason, count) in &self.rows_skipped {
@@ -172,7 +186,12 @@ mod tests {
             updates_published: 34_917,
             rows_skipped: BTreeMap::from([
                 (SkipReason::NoMeasurement, 6),
-                (SkipReason::InvalidNumber { column: "Turbidity" }, 2),
+                (
+                    SkipReason::InvalidNumber {
+                        column: "Turbidity",
+                    },
+                    2,
+                ),
             ]),
             things: 6,
             connections: 6,

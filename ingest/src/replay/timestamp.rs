@@ -25,7 +25,14 @@ pub(crate) struct LocalDateTime {
 
 impl LocalDateTime {
     /// Builds a value if every field is in range, including the day for that month.
-    pub fn new(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<Self> {
+    pub fn new(
+        year: i32,
+        month: u32,
+        day: u32,
+        hour: u32,
+        minute: u32,
+        second: u32,
+    ) -> Option<Self> {
         let valid = (1..=9999).contains(&year)
             && (1..=12).contains(&month)
             && day >= 1
@@ -171,7 +178,10 @@ mod tests {
     #[test]
     fn format_pads_fields() {
         let value = LocalDateTime::new(2017, 2, 8, 3, 4, 5).expect("valid date");
-        assert_eq!(value.format_with_offset("+08:00"), "2017-02-08T03:04:05+08:00");
+        assert_eq!(
+            value.format_with_offset("+08:00"),
+            "2017-02-08T03:04:05+08:00"
+        );
         assert_eq!(value.format_with_offset(""), "2017-02-08T03:04:05");
     }
 }

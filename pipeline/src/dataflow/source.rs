@@ -82,6 +82,14 @@ impl RequestSender {
     }
 }
 
+impl Drop for RequestSender {
+    fn drop(&mut self) {
+        // The source notices a closed channel only when it runs, so the last sender to go
+        // must wake it; waking on every drop is harmless.
+        self.wakeup.wake();
+    }
+}
+
 /// The receiving end, consumed by the source operator on worker 0.
 #[derive(Debug)]
 pub struct RequestReceiver {
@@ -115,6 +123,7 @@ pub fn request_source<'scope>(
         let mut receiver = receiver;
         let mut epoch = 0;
         move |output| {
+            tracing::trace!(epoch, "request source activated");
             let (Some(receiver_ref), Some(held)) = (receiver.as_mut(), capability.as_mut()) else {
                 capability = None;
                 return;
@@ -142,6 +151,7 @@ pub fn request_source<'scope>(
                 reschedule.activate();
             }
             if closed {
+                tracing::debug!(epoch, "request channel closed; the source is done");
                 capability = None;
                 receiver = None;
             } else if emitted > 0 {

@@ -18,7 +18,7 @@
 //! # Notes
 //!
 //! - Numbers compare by value, so `1` equals `1.0`, also inside arrays. AWS Greengrass does the
-//!   same; the AWS cloud behaviour is undocumented. Integers and floats compare exactly, without
+//!   same, and the AWS cloud behaviour is undocumented. Integers and floats compare exactly, without
 //!   rounding the integer to a float.
 
 use serde::{Deserialize, Serialize};
@@ -115,11 +115,9 @@ pub(crate) fn json_equal(left: &Value, right: &Value) -> bool {
         }
         (Value::Object(left), Value::Object(right)) => {
             left.len() == right.len()
-                && left.iter().all(|(key, left)| {
-                    right
-                        .get(key)
-                        .is_some_and(|right| json_equal(left, right))
-                })
+                && left
+                    .iter()
+                    .all(|(key, left)| right.get(key).is_some_and(|right| json_equal(left, right)))
         }
         _ => left == right,
     }
@@ -174,8 +172,14 @@ mod tests {
 
     #[test]
     fn objects_compare_key_sets() {
-        assert!(json_equal(&json!({"a": 1, "b": 2}), &json!({"b": 2, "a": 1})));
+        assert!(json_equal(
+            &json!({"a": 1, "b": 2}),
+            &json!({"b": 2, "a": 1})
+        ));
         assert!(!json_equal(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
-        assert!(!json_equal(&json!({"a": 1, "c": 2}), &json!({"a": 1, "b": 2})));
+        assert!(!json_equal(
+            &json!({"a": 1, "c": 2}),
+            &json!({"a": 1, "b": 2})
+        ));
     }
 }

@@ -23,7 +23,7 @@ use super::metadata::{self, MetadataMap};
 /// has metadata (see the `metadata` module).
 ///
 /// Serialized form: `{"desired": {"state": {..}, "metadata": {..}}?, "reported": ..?,
-/// "version": n}`, where metadata holds one epoch-seconds integer per scalar or array.
+/// "version": n}`, where metadata contains one epoch-seconds integer per scalar or array.
 /// Deserialization checks the invariants above.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Shadow {
@@ -108,7 +108,7 @@ pub(crate) struct Section {
 
     pub(crate) metadata: MetadataMap,
 
-    /// Compact JSON bytes of `state`; derived, so it is not serialized.
+    /// Compact JSON bytes of `state`. It is derived, so it is not serialized.
     #[serde(skip)]
     pub(crate) bytes: usize,
 }
@@ -148,7 +148,9 @@ impl TryFrom<SectionFields> for Section {
             return Err("invalid shadow section: state is empty".to_owned());
         }
         if !is_storable_object(&fields.state) {
-            return Err("invalid shadow section: state contains null or an empty object".to_owned());
+            return Err(
+                "invalid shadow section: state contains null or an empty object".to_owned(),
+            );
         }
         if !metadata::mirrors(&fields.state, &fields.metadata) {
             return Err("invalid shadow section: metadata does not mirror state".to_owned());
@@ -237,7 +239,10 @@ mod tests {
         let expected = r#"{"on":true}"#.len() + r#"{"level":10,"on":false}"#.len();
         assert_eq!(shadow.state_bytes(), expected);
         assert_eq!(shadow.desired_json().as_deref(), Some(r#"{"on":true}"#));
-        assert_eq!(shadow.reported_json().as_deref(), Some(r#"{"level":10,"on":false}"#));
+        assert_eq!(
+            shadow.reported_json().as_deref(),
+            Some(r#"{"level":10,"on":false}"#)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   `UpdateRequest::state_json` still returns `null` for the history.
 //! - `/get/accepted` has no `metadata.delta`: the AWS IoT Device SDK model has none, and the only
 //!   AWS page that shows one is an illustration.
-//! - Error documents always carry `timestamp`; AWS leaves it out of some of them, and SDKs treat
+//! - Error documents always carry `timestamp`. AWS leaves it out of some of them, and SDKs treat
 //!   it as optional.
 
 use serde_json::{Map, Value};
@@ -33,7 +33,9 @@ pub fn accepted_document(request: &UpdateRequest, version: u64, now_s: i64) -> V
         for (name, section) in [("desired", desired), ("reported", reported)] {
             let (value, section_metadata) = match section {
                 SectionPatch::Keep => continue,
-                SectionPatch::Delete => (Value::Null, metadata::render_uniform(&Value::Null, now_s)),
+                SectionPatch::Delete => {
+                    (Value::Null, metadata::render_uniform(&Value::Null, now_s))
+                }
                 SectionPatch::Merge(patch) => (
                     Value::Object(patch.clone()),
                     Value::Object(metadata::render_uniform_map(patch, now_s)),
@@ -65,7 +67,10 @@ pub fn get_document(
 
     let mut document = Map::new();
     document.insert("state".to_owned(), Value::Object(state));
-    document.insert("metadata".to_owned(), Value::Object(shadow.metadata_value()));
+    document.insert(
+        "metadata".to_owned(),
+        Value::Object(shadow.metadata_value()),
+    );
     finish(document, Some(shadow.version()), now_s, client_token)
 }
 
@@ -93,12 +98,15 @@ pub fn documents_document(
     client_token: Option<&str>,
 ) -> Value {
     let mut document = Map::new();
-    document.insert("previous".to_owned(), previous.map_or(Value::Null, snapshot));
+    document.insert(
+        "previous".to_owned(),
+        previous.map_or(Value::Null, snapshot),
+    );
     document.insert("current".to_owned(), snapshot(current));
     finish(document, None, now_s, client_token)
 }
 
-/// Builds the `/delete/accepted` document; `version` is the last version of the deleted shadow.
+/// Builds the `/delete/accepted` document. `version` is the last version of the deleted shadow.
 pub fn delete_document(version: u64, now_s: i64, client_token: Option<&str>) -> Value {
     finish(Map::new(), Some(version), now_s, client_token)
 }
@@ -114,7 +122,10 @@ pub fn error_document(error: &ShadowError, now_s: i64, client_token: Option<&str
 fn snapshot(shadow: &Shadow) -> Value {
     let mut snapshot = Map::new();
     snapshot.insert("state".to_owned(), Value::Object(shadow.state_value()));
-    snapshot.insert("metadata".to_owned(), Value::Object(shadow.metadata_value()));
+    snapshot.insert(
+        "metadata".to_owned(),
+        Value::Object(shadow.metadata_value()),
+    );
     snapshot.insert("version".to_owned(), Value::from(shadow.version()));
     Value::Object(snapshot)
 }

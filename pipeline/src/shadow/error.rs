@@ -6,8 +6,8 @@
 //!
 //! # Notes
 //!
-//! - AWS documents no message text for 429; [`ShadowError::throttled`] uses "Rate exceeded", the
-//!   usual text of AWS throttling errors.
+//! - AWS documents no message text for 429, so [`ShadowError::throttled`] uses "Rate exceeded",
+//!   the usual text of AWS throttling errors.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use super::names::ShadowKey;
 
 /// An AWS shadow error: HTTP status code and message, as in the error document.
 ///
-/// `Display` prints the message only, because that is the text a client sees.
+/// `Display` prints the message only, because that is the text a client receives.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{message}")]
 pub struct ShadowError {
@@ -92,8 +92,8 @@ impl ShadowError {
 
     /// 400: a thing or shadow name breaks the naming rule.
     ///
-    /// `parameter` is the AWS parameter name (`thingName`, `shadowName`) and `rule` says what a
-    /// valid name looks like.
+    /// `parameter` is the AWS parameter name (`thingName`, `shadowName`) and `rule` states what
+    /// a valid name looks like.
     pub fn invalid_name(parameter: &str, name: &str, rule: &str) -> Self {
         Self::new(400, format!("Invalid {parameter} '{name}': {rule}"))
     }
@@ -139,7 +139,7 @@ impl ShadowError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{error}")]
 pub struct RejectedRequest {
-    /// Why the request was rejected.
+    /// The reason for the rejection.
     pub error: ShadowError,
 
     /// The request's `clientToken`, if the payload was valid JSON with a valid token.
@@ -194,14 +194,42 @@ mod tests {
     fn fixed_texts_match_aws() {
         let cases = [
             (ShadowError::invalid_json(), 400, "Invalid JSON"),
-            (ShadowError::missing_state(), 400, "Missing required node: state"),
-            (ShadowError::state_not_object(), 400, "State node must be an object"),
-            (ShadowError::desired_not_object(), 400, "Desired node must be an object"),
-            (ShadowError::reported_not_object(), 400, "Reported node must be an object"),
+            (
+                ShadowError::missing_state(),
+                400,
+                "Missing required node: state",
+            ),
+            (
+                ShadowError::state_not_object(),
+                400,
+                "State node must be an object",
+            ),
+            (
+                ShadowError::desired_not_object(),
+                400,
+                "Desired node must be an object",
+            ),
+            (
+                ShadowError::reported_not_object(),
+                400,
+                "Reported node must be an object",
+            ),
             (ShadowError::invalid_version(), 400, "Invalid version"),
-            (ShadowError::invalid_client_token(), 400, "Invalid clientToken"),
-            (ShadowError::invalid_state_node(), 400, "State contains an invalid node"),
-            (ShadowError::payload_too_large(), 413, "The payload exceeds the maximum size allowed"),
+            (
+                ShadowError::invalid_client_token(),
+                400,
+                "Invalid clientToken",
+            ),
+            (
+                ShadowError::invalid_state_node(),
+                400,
+                "State contains an invalid node",
+            ),
+            (
+                ShadowError::payload_too_large(),
+                413,
+                "The payload exceeds the maximum size allowed",
+            ),
             (
                 ShadowError::unsupported_encoding(),
                 415,

@@ -1,14 +1,16 @@
 //! Size and shape limits that every shadow request is checked against.
 //!
 //! The defaults are the AWS IoT Device Shadow service quotas, so a client that works against AWS
-//! works here unchanged. This module only holds the numbers; `request` and `merge` enforce them.
+//! works here unchanged. This module only defines the numbers, and `request` and `merge` enforce
+//! them.
 
 use serde::{Deserialize, Serialize};
 
 /// Default for [`Limits::max_state_bytes`]: 8 KiB, the AWS quota for desired plus reported state.
 pub const DEFAULT_MAX_STATE_BYTES: usize = 8192;
 
-/// Default for [`Limits::max_depth`]: the nesting depth the current AWS quotas page allows.
+/// Default for [`Limits::max_depth`]: 8 levels, above the 6 that the AWS error message names, so
+/// every request that AWS accepts passes.
 pub const DEFAULT_MAX_DEPTH: usize = 8;
 
 /// Default for [`Limits::max_payload_bytes`]: 128 KiB, the AWS IoT message broker payload limit.
@@ -36,7 +38,7 @@ pub struct Limits {
     pub max_state_bytes: usize,
 
     /// Maximum nesting depth inside `state.desired` and `state.reported`. The section object is
-    /// level 1, and every object or array inside it adds a level; scalars add none. Deeper
+    /// level 1, and every object or array inside it adds a level, but scalars add none. Deeper
     /// requests are rejected with 400.
     pub max_depth: usize,
 

@@ -16,14 +16,18 @@
 //! result  {"light": {"on": true}, "mode": {"eco": true}, "tags": ["a"]}
 //! ```
 //!
-//! Every leaf the patch writes gets `now_s` as its timestamp, even when the value is unchanged:
-//! AWS treats a write of an identical value as an update.
+//! Every leaf the patch writes gets `now_s` as its timestamp, even when the value is unchanged,
+//! because every accepted update is a new version of the shadow.
 //!
 //! # Notes
 //!
 //! - A `version` in the request must equal the current version, or `base_version` when the
 //!   shadow does not exist. AWS does not document the check for a shadow that does not exist
 //!   (AWS Greengrass accepts only version 1 there), so the rule for existing shadows is reused.
+//! - Objects left empty by deletions are pruned. AWS does not document this, and AWS Greengrass
+//!   keeps them as `{}`. Pruning keeps `{}` out of deltas and documents.
+//! - An object patch whose members are all null removes a scalar or array it lands on, as JSON
+//!   Merge Patch does, because the object that replaces the value ends up empty.
 
 use std::sync::Arc;
 
@@ -35,13 +39,13 @@ use super::limits::Limits;
 use super::metadata::{self, Metadata, MetadataMap};
 use super::request::{SectionPatch, StatePatch, UpdateRequest};
 
-/// Applies an accepted-so-far update. `current` is the live shadow or None; `base_version` is the
-/// version a new shadow continues from when `current` is None (0, or the last version of a
-/// deleted shadow).
+/// Applies a decoded update to `current`, the live shadow, or to no shadow when it is `None`.
 ///
-/// Checks optimistic locking, merges the patch, stamps every leaf the request wrote with `now_s`
-/// (epoch seconds), checks `max_state_bytes` on the merged state, and returns a new shadow whose
-/// version is exactly one higher. `current` is never changed, so on error nothing changes.
+/// A new shadow continues from `base_version`: 0, or the last version of a deleted shadow. The
+/// function checks optimistic locking, merges the patch and stamps every leaf the request wrote
+/// with `now_s` (epoch seconds). It then checks `max_state_bytes` on the merged state and returns
+/// a new shadow whose version is exactly one higher. `current` is never changed, so on error
+/// nothing changes.
 ///
 /// # Errors
 ///
@@ -57,7 +61,10 @@ pub fn apply_update(
     limits: &Limits,
 ) -> Result<Shadow, ShadowError> {
     let current_version = current.map_or(base_version, Shadow::version);
-    if request.version.is_some_and(|expected| expected != current_version) {
+    if request
+        .version
+        .is_some_and(|expected| expected != current_version)
+    {
         return Err(ShadowError::version_conflict());
     }
     let version = current_version
@@ -71,7 +78,11 @@ pub fn apply_update(
             version,
         },
         StatePatch::Sections { desired, reported } => Shadow {
-            desired: apply_section(current.and_then(|shadow| shadow.desired.as_ref()), desired, now_s),
+            desired: apply_section(
+                current.and_then(|shadow| shadow.desired.as_ref()),
+                desired,
+                now_s,
+            ),
             reported: apply_section(
                 current.and_then(|shadow| shadow.reported.as_ref()),
                 reported,
@@ -87,7 +98,7 @@ pub fn apply_update(
     Ok(shadow)
 }
 
-/// Returns the section after the patch; an unchanged section is shared, not copied.
+/// Returns the section after the patch. An unchanged section is shared, not copied.
 fn apply_section(
     current: Option<&Arc<Section>>,
     patch: &SectionPatch,
@@ -108,7 +119,7 @@ fn apply_section(
 }
 
 /// Merges `patch` into `target` and its metadata in place, pruning objects left empty.
-pub(crate) fn merge_object(
+fn merge_object(
     target: &mut Map<String, Value>,
     metadata: &mut MetadataMap,
     patch: &Map<String, Value>,

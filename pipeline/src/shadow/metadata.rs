@@ -73,7 +73,10 @@ pub(crate) fn render_uniform(value: &Value, timestamp: i64) -> Value {
 }
 
 /// Renders the AWS metadata of every member of `object`, as [`render_uniform`] does.
-pub(crate) fn render_uniform_map(object: &Map<String, Value>, timestamp: i64) -> Map<String, Value> {
+pub(crate) fn render_uniform_map(
+    object: &Map<String, Value>,
+    timestamp: i64,
+) -> Map<String, Value> {
     object
         .iter()
         .map(|(key, value)| (key.clone(), render_uniform(value, timestamp)))
@@ -84,7 +87,7 @@ pub(crate) fn render_uniform_map(object: &Map<String, Value>, timestamp: i64) ->
 pub(crate) fn render_object(state: &Map<String, Value>, metadata: &MetadataMap) -> Value {
     let mut rendered = Map::new();
     for (key, value) in state {
-        // A key without metadata can only come from a broken mirror invariant; it is left out
+        // A key without metadata can only come from a broken mirror invariant. It is left out
         // rather than given an invented timestamp.
         let Some(member_metadata) = metadata.get(key) else {
             continue;
@@ -102,12 +105,16 @@ pub(crate) fn render_object(state: &Map<String, Value>, metadata: &MetadataMap) 
 /// Checks that `metadata` mirrors `state` as the [`Metadata`] design note requires.
 pub(crate) fn mirrors(state: &Map<String, Value>, metadata: &MetadataMap) -> bool {
     state.len() == metadata.len()
-        && state.iter().all(|(key, value)| match (value, metadata.get(key)) {
-            (Value::Object(object), Some(Metadata::Object(members))) => mirrors(object, members),
-            (Value::Object(_), _) => false,
-            (_, Some(Metadata::Timestamp(_))) => true,
-            _ => false,
-        })
+        && state
+            .iter()
+            .all(|(key, value)| match (value, metadata.get(key)) {
+                (Value::Object(object), Some(Metadata::Object(members))) => {
+                    mirrors(object, members)
+                }
+                (Value::Object(_), _) => false,
+                (_, Some(Metadata::Timestamp(_))) => true,
+                _ => false,
+            })
 }
 
 fn timestamp_leaf(timestamp: i64) -> Value {

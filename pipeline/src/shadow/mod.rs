@@ -29,12 +29,12 @@
 //!
 //! - `request`: null `clientToken` and `version` count as absent, a float `version` is invalid,
 //!   and arrays containing null get "Invalid JSON";
-//! - `merge`: a `version` on a shadow that does not exist must equal `base_version`; objects left
-//!   empty by deletions are pruned;
+//! - `merge`: a `version` on a shadow that does not exist must equal `base_version`, and objects
+//!   left empty by deletions are pruned;
 //! - `delta`: numbers compare by value (`1 == 1.0`);
 //! - `documents`: `{"state": null}` is echoed as `"state": {}`, and there is no `metadata.delta`;
-//! - `limits`: the nesting limit defaults to 8 (AWS texts say 6 in places, the current AWS
-//!   quotas page says 8); arrays count as a level;
+//! - `limits`: the nesting limit defaults to 8, above the 6 that the AWS error message names, and
+//!   arrays count as a level;
 //! - `error`: 429 uses the message "Rate exceeded";
 //! - `names`: a shadow name may start with `$`.
 //!

@@ -68,7 +68,8 @@ pub fn validate_shadow_name(name: &str, limits: &Limits) -> Result<(), ShadowErr
     if name.len() <= max && is_valid_name(rest, max) {
         return Ok(());
     }
-    let rule = format!("must be 1 to {max} bytes of [a-zA-Z0-9:_-], optionally after a leading '$'");
+    let rule =
+        format!("must be 1 to {max} bytes of [a-zA-Z0-9:_-], optionally after a leading '$'");
     Err(ShadowError::invalid_name("shadowName", name, &rule))
 }
 
@@ -95,7 +96,16 @@ mod tests {
     fn thing_name_rejects_bad_names() {
         let limits = Limits::default();
         let too_long = "a".repeat(129);
-        for name in ["", "a/b", "a+b", "a#b", "$lamp", "lamp ", "lämp", too_long.as_str()] {
+        for name in [
+            "",
+            "a/b",
+            "a+b",
+            "a#b",
+            "$lamp",
+            "lamp ",
+            "lämp",
+            too_long.as_str(),
+        ] {
             let error = validate_thing_name(name, &limits).expect_err(name);
             assert_eq!(error.code(), 400, "code for {name:?}");
             assert!(error.message().contains(&format!("'{name}'")), "{error}");
@@ -124,7 +134,15 @@ mod tests {
         let limits = Limits::default();
         let too_long = "s".repeat(65);
         let dollar_too_long = format!("${}", "s".repeat(64));
-        for name in ["", "$", "a$b", "$$a", "a/b", too_long.as_str(), dollar_too_long.as_str()] {
+        for name in [
+            "",
+            "$",
+            "a$b",
+            "$$a",
+            "a/b",
+            too_long.as_str(),
+            dollar_too_long.as_str(),
+        ] {
             let error = validate_shadow_name(name, &limits).expect_err(name);
             assert_eq!(error.code(), 400, "code for {name:?}");
             assert!(error.message().starts_with("Invalid shadowName"), "{error}");

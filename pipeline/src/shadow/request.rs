@@ -47,14 +47,14 @@ pub(crate) enum StatePatch {
     /// `"state": null`: both sections are cleared, but the shadow still exists.
     Clear,
 
-    /// `"state": {..}`: each section is changed as its patch says.
+    /// `"state": {..}`: each section is changed as its patch specifies.
     Sections {
         desired: SectionPatch,
         reported: SectionPatch,
     },
 }
 
-/// What an update request does to one section.
+/// Change that an update request makes to one section.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum SectionPatch {
     /// The section is absent from the request.
@@ -63,7 +63,7 @@ pub(crate) enum SectionPatch {
     /// `null`: the whole section is removed.
     Delete,
 
-    /// An object to merge into the section; nulls in it delete keys.
+    /// An object to merge into the section, in which nulls delete keys.
     Merge(Map<String, Value>),
 }
 
@@ -190,14 +190,20 @@ fn read_version(document: &Map<String, Value>) -> Result<Option<u64>, ShadowErro
     }
 }
 
-fn take_state(document: &mut Map<String, Value>, limits: &Limits) -> Result<StatePatch, ShadowError> {
+fn take_state(
+    document: &mut Map<String, Value>,
+    limits: &Limits,
+) -> Result<StatePatch, ShadowError> {
     let mut state = match document.remove("state") {
         None => return Err(ShadowError::missing_state()),
         Some(Value::Null) => return Ok(StatePatch::Clear),
         Some(Value::Object(state)) => state,
         Some(_) => return Err(ShadowError::state_not_object()),
     };
-    if state.keys().any(|key| key != "desired" && key != "reported") {
+    if state
+        .keys()
+        .any(|key| key != "desired" && key != "reported")
+    {
         return Err(ShadowError::invalid_state_node());
     }
     let desired = section_patch(state.remove("desired"), ShadowError::desired_not_object)?;

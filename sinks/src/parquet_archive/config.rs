@@ -33,9 +33,10 @@ pub const DEFAULT_QUEUE_ROWS: usize = 16_384;
 /// # Memory usage
 ///
 /// The writer keeps one open file per UTC date that has rows in flight, usually one and two
-/// around midnight. Each open file buffers its current row group in memory, up to
-/// `row_group_bytes` of estimated encoded data plus the arrays of at most 1,024 rows that are not
-/// yet encoded. The queue holds up to `queue_rows` rows.
+/// around midnight. Each open file buffers its current row group in memory until it reaches
+/// `row_group_rows` rows or about `row_group_bytes` bytes (the Parquet writer's estimate of the
+/// encoded size), plus up to 1,024 rows that are not yet encoded. The queue holds up to
+/// `queue_rows` rows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
@@ -184,12 +185,15 @@ mod tests {
 
     #[test]
     fn default_config_is_valid() {
-        ArchiveConfig::default().validate().expect("defaults are valid");
+        ArchiveConfig::default()
+            .validate()
+            .expect("defaults are valid");
     }
 
     #[test]
     fn zero_settings_are_rejected() {
-        let cases: [(&str, fn(&mut ArchiveConfig)); 5] = [
+        type SetZero = fn(&mut ArchiveConfig);
+        let cases: [(&str, SetZero); 5] = [
             ("max_file_rows", |config| config.max_file_rows = 0),
             ("max_file_age_ms", |config| config.max_file_age_ms = 0),
             ("row_group_rows", |config| config.row_group_rows = 0),
@@ -215,7 +219,9 @@ mod tests {
             ..ArchiveConfig::default()
         };
 
-        let error = config.validate().expect_err("level 23 is above zstd's maximum");
+        let error = config
+            .validate()
+            .expect_err("level 23 is above zstd's maximum");
 
         assert!(
             matches!(error, ArchiveConfigError::InvalidZstdLevel { level: 23 }),

@@ -1,8 +1,8 @@
 //! One archive file while the writer fills it, and the steps that publish it.
 //!
 //! Publishing a file writes the footer, syncs the file, renames it from its hidden in-progress
-//! name to its `.parquet` name and syncs the partition folder, so that a reader never sees a
-//! file without a footer, and a finished file survives a power loss once it has its final name.
+//! name to its `.parquet` name and syncs the partition folder. So a reader never finds a
+//! `.parquet` file without a footer, and a file with its final name survives a power loss.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -71,9 +71,8 @@ impl OpenFile {
         let options = ArrowWriterOptions::new()
             .with_properties(settings.properties.clone())
             .with_parquet_schema(settings.parquet_schema.clone());
-        let writer =
-            ArrowWriter::try_new_with_options(file, Arc::clone(&settings.schema), options)
-                .map_err(|source| parquet_error(&paths, source))?;
+        let writer = ArrowWriter::try_new_with_options(file, Arc::clone(&settings.schema), options)
+            .map_err(|source| parquet_error(&paths, source))?;
 
         debug!(path = %paths.in_progress_path.display(), "opened archive file");
         Ok(Self {
@@ -128,6 +127,8 @@ impl OpenFile {
 
     /// Writes the footer, syncs the file, renames it to its final name, syncs the folder and
     /// counts the file in `shared`. Returns the final path.
+    ///
+    /// A failed folder sync is only logged, because the file is readable by then.
     pub(super) fn finish(mut self, shared: &Shared) -> Result<PathBuf, FailedFile> {
         let rows = self.rows;
         let in_progress_path = self.paths.in_progress_path.clone();
@@ -142,10 +143,11 @@ impl OpenFile {
             .finish()
             .map_err(|source| fail(parquet_error(&self.paths, source)))?;
         let bytes = self.writer.bytes_written() as u64;
-        self.writer
-            .inner()
-            .sync_all()
-            .map_err(|source| fail(io_error("syncing file", &in_progress_path, source)))?;
+        // A failed fsync is not retried, see the `io_retry` module docs.
+        self.writer.inner().sync_all().map_err(|source| {
+            shared.counters.record_io_error();
+            fail(io_error("syncing file", &in_progress_path, source))
+        })?;
 
         publish(&self.paths, shared).map_err(fail)?;
 
@@ -155,7 +157,11 @@ impl OpenFile {
             && let Err(error) = sync_directory(partition)
         {
             shared.counters.record_io_error();
-            error!(path = %partition.display(), error = %error, "archive folder sync failed");
+            error!(
+                path = %partition.display(),
+                error = &error as &dyn std::error::Error,
+                "archive folder sync failed"
+            );
         }
 
         shared.counters.record_file_closed(rows, bytes);
@@ -180,10 +186,19 @@ fn publish(paths: &FilePaths, shared: &Shared) -> Result<(), ArchiveError> {
         });
     }
 
-    retry_io(shared, "renaming to the final name", &paths.in_progress_path, || {
-        fs::rename(&paths.in_progress_path, &paths.final_path)
+    retry_io(
+        shared,
+        "renaming to the final name",
+        &paths.in_progress_path,
+        || fs::rename(&paths.in_progress_path, &paths.final_path),
+    )
+    .map_err(|source| {
+        io_error(
+            "renaming to the final name",
+            &paths.in_progress_path,
+            source,
+        )
     })
-    .map_err(|source| io_error("renaming to the final name", &paths.in_progress_path, source))
 }
 
 /// Syncs a folder, so that the names created or renamed in it survive a power loss.

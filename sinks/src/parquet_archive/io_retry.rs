@@ -5,12 +5,12 @@
 //! dropped the encoded pages. This module retries one level lower: [`RetryingFile`] repeats the
 //! failed `write` call itself. On Linux, a `write` that returns an error has not moved the file
 //! offset (a partial write returns a count instead), so the repeated call continues the file
-//! exactly where it stopped and the Parquet writer never sees the error.
+//! exactly where it stopped and the Parquet writer never receives the error.
 //!
 //! Each failure is logged at ERROR and counted. The delay between attempts doubles from
 //! [`FIRST_RETRY_DELAY`] up to [`MAX_RETRY_DELAY`]. Retries go on until the call succeeds, or
-//! until `ArchiveHandle::close` has been called and the call failed [`CLOSE_RETRY_ATTEMPTS`]
-//! more times. While the writer thread waits, rows pile up in the bounded queue and
+//! until `ArchiveHandle::close` has been called and [`CLOSE_RETRY_ATTEMPTS`] retries after that
+//! have failed too. While the writer thread waits, rows pile up in the bounded queue and
 //! `ArchiveSender::send` blocks, so the dataflow slows down instead of dropping rows.
 //!
 //! # Notes
@@ -40,7 +40,8 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Maximum delay between attempts once the archive is closing.
 const CLOSING_RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Attempts of a failing call after `ArchiveHandle::close` was called, before the call fails.
+/// Retries of a failing call once `ArchiveHandle::close` has been called. After this many, the
+/// call returns its error.
 pub const CLOSE_RETRY_ATTEMPTS: u32 = 3;
 
 /// State shared by the archive handle, its senders and the writer thread.
@@ -60,8 +61,8 @@ impl Shared {
         self.closing.store(true, Ordering::SeqCst);
     }
 
-    /// Whether `ArchiveHandle::close` has been called.
-    pub(super) fn is_closing(&self) -> bool {
+    /// Returns whether `ArchiveHandle::close` has been called.
+    fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 }
@@ -72,8 +73,8 @@ impl Shared {
 ///
 /// # Errors
 ///
-/// Returns the last error once the archive is closing and the call has failed
-/// [`CLOSE_RETRY_ATTEMPTS`] more times, or at once for errors that a retry cannot fix.
+/// Returns the last error once the archive is closing and [`CLOSE_RETRY_ATTEMPTS`] retries after
+/// that have failed too, or at once for errors that a retry cannot fix.
 pub(super) fn retry_io<T>(
     shared: &Shared,
     action: &'static str,
@@ -128,15 +129,22 @@ pub(super) fn retry_io<T>(
     }
 }
 
-/// A file whose failed writes are retried by [`retry_io`].
+/// A file, or another writer in tests, whose failed writes are retried by [`retry_io`].
 #[derive(Debug)]
-pub(super) struct RetryingFile {
-    file: File,
+pub(super) struct RetryingFile<W = File> {
+    file: W,
     path: PathBuf,
     shared: Arc<Shared>,
 }
 
-impl RetryingFile {
+impl<W: Write> RetryingFile<W> {
+    /// Wraps `file`, which is logged as `path`.
+    pub(super) fn new(file: W, path: PathBuf, shared: Arc<Shared>) -> Self {
+        Self { file, path, shared }
+    }
+}
+
+impl RetryingFile<File> {
     /// Creates `path`, which must not exist yet, retrying failures by [`retry_io`].
     pub(super) fn create_new(path: PathBuf, shared: Arc<Shared>) -> io::Result<Self> {
         let mut options = OpenOptions::new();
@@ -144,7 +152,7 @@ impl RetryingFile {
         let file = retry_io(&shared, "creating in-progress file", &path, || {
             options.open(&path)
         })?;
-        Ok(Self { file, path, shared })
+        Ok(Self::new(file, path, shared))
     }
 
     /// Flushes the file's data and metadata to the disk, without retries.
@@ -153,7 +161,7 @@ impl RetryingFile {
     }
 }
 
-impl Write for RetryingFile {
+impl<W: Write> Write for RetryingFile<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let file = &mut self.file;
         // A single `write` call, not `write_all`, so that a partial write returns its count and
@@ -162,8 +170,8 @@ impl Write for RetryingFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // `File` has no user-space buffer, so there is nothing to flush.
-        Ok(())
+        let file = &mut self.file;
+        retry_io(&self.shared, "flushing", &self.path, || file.flush())
     }
 }
 
@@ -222,7 +230,10 @@ mod tests {
     #[test]
     fn retry_io_repeats_interrupted_without_counting() {
         let shared = Shared::default();
-        let call = scripted(vec![Err(io::Error::from(io::ErrorKind::Interrupted)), Ok(1)]);
+        let call = scripted(vec![
+            Err(io::Error::from(io::ErrorKind::Interrupted)),
+            Ok(1),
+        ]);
 
         let result = retry_io(&shared, "writing", Path::new("/archive/file"), call);
 

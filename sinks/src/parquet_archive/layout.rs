@@ -123,14 +123,21 @@ pub fn find_in_progress_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
 
     for entry in fs::read_dir(directory)? {
         let entry = entry?;
-        let is_partition = entry.file_name().to_string_lossy().starts_with(PARTITION_PREFIX);
+        let is_partition = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTITION_PREFIX);
         if !is_partition || !entry.file_type()?.is_dir() {
             continue;
         }
 
         for file in fs::read_dir(entry.path())? {
             let file = file?;
-            if file.file_name().to_string_lossy().ends_with(IN_PROGRESS_SUFFIX) {
+            if file
+                .file_name()
+                .to_string_lossy()
+                .ends_with(IN_PROGRESS_SUFFIX)
+            {
                 found.push(file.path());
             }
         }
@@ -196,14 +203,24 @@ mod tests {
         let second = namer.next_paths(partition, 1_714_521_600_000);
 
         assert_ne!(first.final_path, second.final_path);
-        let final_name = first.final_path.file_name().expect("file name").to_string_lossy();
+        let final_name = first
+            .final_path
+            .file_name()
+            .expect("file name")
+            .to_string_lossy();
         let in_progress_name = first
             .in_progress_path
             .file_name()
             .expect("file name")
             .to_string_lossy();
-        assert!(final_name.starts_with("part-1714521600000-"), "{final_name}");
+        assert!(
+            final_name.starts_with("part-1714521600000-"),
+            "{final_name}"
+        );
         assert!(final_name.ends_with(".parquet"), "{final_name}");
-        assert_eq!(in_progress_name, format!(".{final_name}{IN_PROGRESS_SUFFIX}"));
+        assert_eq!(
+            in_progress_name,
+            format!(".{final_name}{IN_PROGRESS_SUFFIX}")
+        );
     }
 }

@@ -38,9 +38,9 @@
 //! - The JSON columns carry the Parquet JSON logical type. Readers without JSON support read
 //!   them as strings.
 //! - The `date` partition value is the UTC date of `accepted_at`. It is not stored in the files.
-//! - String columns are dictionary-encoded, the Parquet writer's default. Scalar columns have
-//!   page-level statistics and a column index, so readers can skip data by `thing_name` and
-//!   `accepted_at`.
+//! - String columns are dictionary-encoded, the Parquet writer's default. All but the JSON
+//!   columns have page-level statistics and a column index, so readers can skip data by
+//!   `thing_name` and `accepted_at`. The JSON columns have only row-group statistics.
 //!
 //! # Notes
 //!
@@ -49,9 +49,12 @@
 //!   exist only in memory and in the hidden in-progress file.
 //! - Rows are stored in arrival order, not sorted by time or thing.
 //! - Unfinished files from a crash are left in place and logged at WARN when the writer
-//!   starts. Nothing reads or repairs them yet, so their rows are not readable.
-//! - A failing write is retried until it succeeds, which stalls the senders while the disk is
-//!   full. Only `close` gives up, after [`CLOSE_RETRY_ATTEMPTS`] more attempts.
+//!   starts. Nothing reads or repairs them yet, so their rows are not readable. The startup scan
+//!   lists every partition folder, so it takes longer as the archive grows.
+//! - A failing create, write or rename is retried until it succeeds, which stalls the senders
+//!   while the disk is full. Only `close` gives up, after [`CLOSE_RETRY_ATTEMPTS`] more
+//!   retries. A failed `fsync` is not retried: the file stays unfinished, and `close` returns
+//!   an error that counts its rows.
 //! - One writer per directory. Two writers would not overwrite each other's files, but nothing
 //!   coordinates them.
 //!
@@ -86,6 +89,7 @@
 
 mod config;
 mod file;
+mod handle;
 mod io_retry;
 mod layout;
 pub mod schema;
@@ -99,9 +103,10 @@ pub use config::{
     ArchiveConfig, DEFAULT_MAX_FILE_AGE_MS, DEFAULT_MAX_FILE_ROWS, DEFAULT_QUEUE_ROWS,
     DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL,
 };
+pub use handle::{ArchiveHandle, ArchiveSender};
 pub use io_retry::CLOSE_RETRY_ATTEMPTS;
 pub use layout::{IN_PROGRESS_SUFFIX, PARTITION_PREFIX, utc_date};
 pub use stats::{ArchiveCounters, ArchiveStats};
-pub use writer::{ArchiveHandle, ArchiveSender, ArchiveWriter};
+pub use writer::ArchiveWriter;
 
 pub use crate::error::{ArchiveConfigError, ArchiveError, ArchiveSendError};

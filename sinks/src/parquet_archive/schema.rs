@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::LogicalType;
@@ -103,10 +101,10 @@ fn with_json_logical_type(field: &Type) -> Result<TypePtr, ParquetError> {
 /// Returns the Parquet writer settings for `config`.
 ///
 /// String columns use dictionary encoding, the Parquet writer's default, which suits the few
-/// distinct values of `change` and `origin` and the repeated thing names. Scalar columns get
-/// page-level statistics and a column index, so readers can skip row groups and pages by
-/// `thing_name` or `accepted_at`. JSON columns get only chunk-level statistics (null counts and
-/// truncated min and max), because JSON text ranges do not help to skip data.
+/// distinct values of `change` and `origin` and the repeated thing names. All but the JSON
+/// columns get page-level statistics and a column index, so readers can skip row groups and
+/// pages by `thing_name` or `accepted_at`. JSON columns get only chunk-level statistics (null
+/// counts and truncated min and max), because ranges of JSON text do not help to skip data.
 ///
 /// # Errors
 ///
@@ -123,8 +121,8 @@ pub(super) fn writer_properties(
         .set_max_row_group_bytes(Some(config.row_group_bytes))
         .set_statistics_enabled(EnabledStatistics::Page);
     for column in JSON_COLUMNS {
-        builder =
-            builder.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
     }
     Ok(builder.build())
 }
@@ -142,10 +140,9 @@ pub(super) fn rows_to_batch(
     let versions = rows.iter().map(|row| {
         i64::try_from(row.version).expect("ArchiveSender::send rejects versions above i64::MAX")
     });
-    let accepted_at = TimestampMillisecondArray::from_iter_values(
-        rows.iter().map(|row| row.accepted_at_ms),
-    )
-    .with_timezone(UTC);
+    let accepted_at =
+        TimestampMillisecondArray::from_iter_values(rows.iter().map(|row| row.accepted_at_ms))
+            .with_timezone(UTC);
 
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
@@ -169,9 +166,6 @@ pub(super) fn rows_to_batch(
     RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
-fn optional_strings(
-    rows: &[HistoryRow],
-    value: impl Fn(&HistoryRow) -> Option<&str>,
-) -> ArrayRef {
+fn optional_strings(rows: &[HistoryRow], value: impl Fn(&HistoryRow) -> Option<&str>) -> ArrayRef {
     Arc::new(rows.iter().map(value).collect::<StringArray>())
 }

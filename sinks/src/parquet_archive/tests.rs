@@ -2,8 +2,10 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,12 +13,16 @@ use std::time::{Duration, Instant};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
+use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, LogicalType};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::basic::{Compression, LogicalType, TimeUnit};
 use parquet::file::metadata::ParquetMetaData;
 use pipeline::history::{ChangeKind, HistoryRow, Origin};
 
-use super::schema::{self, history_schema};
+use super::file::BATCH_ROWS;
+use super::io_retry::{RetryingFile, Shared};
+use super::schema::{self, history_schema, parquet_schema, rows_to_batch, writer_properties};
 use super::*;
 
 /// 2024-05-01T00:00:00Z in ms since the Unix epoch.
@@ -24,7 +30,7 @@ const MAY_1: i64 = 1_714_521_600_000;
 /// 2024-05-02T00:00:00Z in ms since the Unix epoch.
 const MAY_2: i64 = MAY_1 + 86_400_000;
 
-/// Longest time a test waits for the writer thread to do something.
+/// Maximum time that a test waits for the writer thread to do something.
 const WAIT_LIMIT: Duration = Duration::from_secs(20);
 
 /// A temporary folder, removed on drop.
@@ -58,7 +64,7 @@ impl Drop for TestDir {
     }
 }
 
-/// An update of the classic shadow of `thing` with small JSON sections.
+/// Returns an update of the classic shadow of `thing` with small JSON sections.
 fn row(thing: &str, version: u64, accepted_at_ms: i64) -> HistoryRow {
     HistoryRow {
         thing_name: thing.to_owned(),
@@ -134,7 +140,11 @@ fn varied_rows() -> Vec<HistoryRow> {
         // The last ms of May 1 belongs to the May 1 partition.
         row("lamp-2", 1, MAY_2 - 1),
         row("sensor:7", 10, MAY_2 + 6),
-        row("lamp-2", u64::try_from(i64::MAX).expect("fits"), MAY_1 + 4_000),
+        row(
+            "lamp-2",
+            u64::try_from(i64::MAX).expect("fits"),
+            MAY_1 + 4_000,
+        ),
     ]
 }
 
@@ -172,15 +182,18 @@ fn files_ending_with(directory: &Path, ending: &str) -> Vec<PathBuf> {
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < WAIT_LIMIT, "timed out waiting until {what}");
+        assert!(
+            start.elapsed() < WAIT_LIMIT,
+            "timed out waiting until {what}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
 
-fn read_metadata(path: &Path) -> std::sync::Arc<ParquetMetaData> {
+fn read_metadata(path: &Path) -> Arc<ParquetMetaData> {
     let file = File::open(path).expect("open Parquet file");
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("read Parquet footer");
-    std::sync::Arc::clone(builder.metadata())
+    Arc::clone(builder.metadata())
 }
 
 /// Reads every row of one archive file back into history rows.
@@ -194,7 +207,12 @@ fn read_rows(path: &Path) -> Vec<HistoryRow> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.expect("decode record batch");
-        assert_eq!(batch.schema().fields(), history_schema().fields(), "{}", path.display());
+        assert_eq!(
+            batch.schema().fields(),
+            history_schema().fields(),
+            "{}",
+            path.display()
+        );
         rows.extend(batch_to_rows(&batch));
     }
     rows
@@ -221,7 +239,10 @@ fn batch_to_rows(batch: &RecordBatch) -> Vec<HistoryRow> {
     let desired = strings(schema::DESIRED);
     let reported = strings(schema::REPORTED);
     let delta = strings(schema::DELTA);
-    let version = batch.column_by_name(schema::VERSION).expect("version").as_primitive::<Int64Type>();
+    let version = batch
+        .column_by_name(schema::VERSION)
+        .expect("version")
+        .as_primitive::<Int64Type>();
     let accepted_at = batch
         .column_by_name(schema::ACCEPTED_AT)
         .expect("accepted_at")
@@ -255,13 +276,20 @@ fn batch_to_rows(batch: &RecordBatch) -> Vec<HistoryRow> {
 
 fn sorted(mut rows: Vec<HistoryRow>) -> Vec<HistoryRow> {
     rows.sort_by(|a, b| {
-        (a.accepted_at_ms, &a.thing_name, a.version).cmp(&(b.accepted_at_ms, &b.thing_name, b.version))
+        (a.accepted_at_ms, &a.thing_name, a.version).cmp(&(
+            b.accepted_at_ms,
+            &b.thing_name,
+            b.version,
+        ))
     });
     rows
 }
 
 fn partition_of(path: &Path) -> String {
-    let folder = path.parent().and_then(Path::file_name).expect("file has a partition folder");
+    let folder = path
+        .parent()
+        .and_then(Path::file_name)
+        .expect("file has a partition folder");
     folder.to_string_lossy().into_owned()
 }
 
@@ -291,14 +319,20 @@ fn round_trip_across_dates_and_row_rolls() {
     let files = parquet_files(&dir.archive());
     assert_eq!(files.len(), 3, "{files:?}");
     let partitions: BTreeSet<String> = files.iter().map(|path| partition_of(path)).collect();
-    let expected_partitions = BTreeSet::from(["date=2024-05-01".to_owned(), "date=2024-05-02".to_owned()]);
+    let expected_partitions =
+        BTreeSet::from(["date=2024-05-01".to_owned(), "date=2024-05-02".to_owned()]);
     assert_eq!(partitions, expected_partitions);
 
     let mut read_back = Vec::new();
     let mut bytes = 0;
     for path in &files {
         let rows = read_rows(path);
-        assert!(rows.len() <= 3, "{} has {} rows", path.display(), rows.len());
+        assert!(
+            rows.len() <= 3,
+            "{} has {} rows",
+            path.display(),
+            rows.len()
+        );
         for row in &rows {
             let expected = format!("date={}", utc_date(row.accepted_at_ms));
             assert_eq!(partition_of(path), expected, "row {row:?}");
@@ -311,7 +345,7 @@ fn round_trip_across_dates_and_row_rolls() {
 }
 
 #[test]
-fn file_metadata_has_json_types_zstd_and_statistics() {
+fn metadata_has_json_types_and_statistics() {
     let dir = TestDir::new("metadata");
     let archive = spawn(&dir.archive(), ArchiveConfig::default());
     for row in varied_rows() {
@@ -327,14 +361,17 @@ fn file_metadata_has_json_types_zstd_and_statistics() {
     for index in 0..schema.num_columns() {
         let column = schema.column(index);
         let name = column.name();
-        let expected_type = if schema::JSON_COLUMNS.contains(&name) {
-            Some(LogicalType::Json)
-        } else if [schema::VERSION, schema::ACCEPTED_AT].contains(&name) {
-            column.logical_type_ref().cloned()
-        } else {
-            Some(LogicalType::String)
+        let expected_type = match name {
+            schema::VERSION => None,
+            schema::ACCEPTED_AT => Some(LogicalType::timestamp(true, TimeUnit::MILLIS)),
+            _ if schema::JSON_COLUMNS.contains(&name) => Some(LogicalType::Json),
+            _ => Some(LogicalType::String),
         };
-        assert_eq!(column.logical_type_ref().cloned(), expected_type, "column {name}");
+        assert_eq!(
+            column.logical_type_ref().cloned(),
+            expected_type,
+            "column {name}"
+        );
         assert!(
             matches!(row_group.column(index).compression(), Compression::ZSTD(_)),
             "column {name} is not zstd-compressed"
@@ -349,12 +386,15 @@ fn file_metadata_has_json_types_zstd_and_statistics() {
         let statistics = chunk.statistics().expect("chunk statistics");
         assert!(statistics.min_bytes_opt().is_some(), "{name} has no min");
         assert!(statistics.max_bytes_opt().is_some(), "{name} has no max");
-        assert!(chunk.column_index_offset().is_some(), "{name} has no column index");
+        assert!(
+            chunk.column_index_offset().is_some(),
+            "{name} has no column index"
+        );
     }
 }
 
 #[test]
-fn row_groups_are_capped_at_row_group_rows() {
+fn row_group_rows_caps_row_groups() {
     let dir = TestDir::new("row-groups");
     let config = ArchiveConfig {
         row_group_rows: 100,
@@ -364,19 +404,25 @@ fn row_groups_are_capped_at_row_group_rows() {
     let sender = archive.sender();
 
     for version in 1..=250 {
-        sender.send(row("lamp-1", version, MAY_1 + version as i64)).expect("queue row");
+        sender
+            .send(row("lamp-1", version, MAY_1 + version as i64))
+            .expect("queue row");
     }
     archive.close().expect("close archive");
 
     let files = parquet_files(&dir.archive());
     assert_eq!(files.len(), 1, "{files:?}");
     let metadata = read_metadata(&files[0]);
-    let row_counts: Vec<i64> = metadata.row_groups().iter().map(|group| group.num_rows()).collect();
+    let row_counts: Vec<i64> = metadata
+        .row_groups()
+        .iter()
+        .map(|group| group.num_rows())
+        .collect();
     assert_eq!(row_counts, vec![100, 100, 50]);
 }
 
 #[test]
-fn row_groups_are_capped_at_row_group_bytes() {
+fn row_group_bytes_caps_row_groups() {
     let dir = TestDir::new("row-group-bytes");
     let config = ArchiveConfig {
         row_group_bytes: 64 * 1024,
@@ -388,7 +434,9 @@ fn row_groups_are_capped_at_row_group_bytes() {
     // About 1 KB of distinct JSON per row, so 3,000 rows are far above 64 KiB.
     for version in 1..=3_000_u64 {
         let mut update = row(&format!("thing-{version}"), version, MAY_1);
-        let values: Vec<String> = (0..100).map(|key| format!("\"k{key}\":{}", version * 101 + key)).collect();
+        let values: Vec<String> = (0..100)
+            .map(|key| format!("\"k{key}\":{}", version * 101 + key))
+            .collect();
         update.reported = Some(format!("{{{}}}", values.join(",")));
         sender.send(update).expect("queue row");
     }
@@ -396,8 +444,15 @@ fn row_groups_are_capped_at_row_group_bytes() {
 
     let files = parquet_files(&dir.archive());
     let metadata = read_metadata(&files[0]);
-    let row_counts: Vec<i64> = metadata.row_groups().iter().map(|group| group.num_rows()).collect();
-    assert!(row_counts.len() > 1, "one row group despite the byte cap: {row_counts:?}");
+    let row_counts: Vec<i64> = metadata
+        .row_groups()
+        .iter()
+        .map(|group| group.num_rows())
+        .collect();
+    assert!(
+        row_counts.len() > 1,
+        "one row group despite the byte cap: {row_counts:?}"
+    );
     assert_eq!(row_counts.iter().sum::<i64>(), 3_000);
 }
 
@@ -409,10 +464,15 @@ fn idle_file_is_finished_after_max_age() {
         ..ArchiveConfig::default()
     };
     let archive = spawn(&dir.archive(), config);
-    archive.sender().send(row("lamp-1", 1, MAY_1)).expect("queue row");
+    archive
+        .sender()
+        .send(row("lamp-1", 1, MAY_1))
+        .expect("queue row");
 
     // No further rows and no close: only the age limit can finish the file.
-    wait_until("the file is finished by age", || !parquet_files(&dir.archive()).is_empty());
+    wait_until("the file is finished by age", || {
+        !parquet_files(&dir.archive()).is_empty()
+    });
 
     let files = parquet_files(&dir.archive());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -423,6 +483,24 @@ fn idle_file_is_finished_after_max_age() {
 
     let stats = archive.close().expect("close archive");
     assert_eq!(stats.files_closed, 1);
+}
+
+#[test]
+fn huge_max_age_is_accepted() {
+    let dir = TestDir::new("huge-age");
+    let config = ArchiveConfig {
+        max_file_age_ms: u64::MAX,
+        ..ArchiveConfig::default()
+    };
+    let archive = spawn(&dir.archive(), config);
+    archive
+        .sender()
+        .send(row("lamp-1", 1, MAY_1))
+        .expect("queue row");
+
+    let stats = archive.close().expect("close archive");
+
+    assert_eq!(stats.rows_written, 1);
 }
 
 #[test]
@@ -438,17 +516,25 @@ fn live_directory_lists_only_finished_files() {
 
     // 15 rows: a finished 10-row file and an open file with 5 rows.
     for version in 1..=15 {
-        sender.send(row("lamp-1", version, MAY_1 + version as i64)).expect("queue row");
+        sender
+            .send(row("lamp-1", version, MAY_1 + version as i64))
+            .expect("queue row");
     }
     wait_until("the first file is finished", || archive.files_closed() == 1);
-    wait_until("the second file is open", || !in_progress_files(&dir.archive()).is_empty());
+    wait_until("the second file is open", || {
+        !in_progress_files(&dir.archive()).is_empty()
+    });
 
     let finished = parquet_files(&dir.archive());
     assert_eq!(finished.len(), 1, "{finished:?}");
     assert_eq!(read_rows(&finished[0]).len(), 10);
     let open = in_progress_files(&dir.archive());
     assert_eq!(open.len(), 1, "{open:?}");
-    let open_name = open[0].file_name().expect("file name").to_string_lossy().into_owned();
+    let open_name = open[0]
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
     assert!(open_name.starts_with(".part-"), "{open_name} is not hidden");
 
     let stats = archive.close().expect("close archive");
@@ -469,11 +555,19 @@ fn leftover_in_progress_file_is_kept() {
     fs::write(&leftover, b"PAR1 without footer").expect("write leftover file");
 
     let archive = spawn(&dir.archive(), ArchiveConfig::default());
-    archive.sender().send(row("lamp-1", 1, MAY_1)).expect("queue row");
-    let stats = archive.close().expect("close archive with a leftover file present");
+    archive
+        .sender()
+        .send(row("lamp-1", 1, MAY_1))
+        .expect("queue row");
+    let stats = archive
+        .close()
+        .expect("close archive with a leftover file present");
 
     assert_eq!(stats.rows_written, 1);
-    assert_eq!(fs::read(&leftover).expect("leftover still exists"), b"PAR1 without footer");
+    assert_eq!(
+        fs::read(&leftover).expect("leftover still exists"),
+        b"PAR1 without footer"
+    );
     assert_eq!(in_progress_files(&dir.archive()), vec![leftover]);
 }
 
@@ -489,7 +583,9 @@ fn dropping_handle_and_senders_finishes_files() {
     drop(sender);
 
     // The default age limit is a minute, so only the disconnect can finish the file in time.
-    wait_until("the writer finishes its file", || counters.files_closed() == 1);
+    wait_until("the writer finishes its file", || {
+        counters.files_closed() == 1
+    });
     let files = parquet_files(&dir.archive());
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(read_rows(&files[0]).len(), 1);
@@ -502,9 +598,14 @@ fn send_after_close_returns_row() {
     let sender = archive.sender();
     archive.close().expect("close archive");
 
-    let error = sender.send(row("lamp-1", 1, MAY_1)).expect_err("writer is closed");
+    let error = sender
+        .send(row("lamp-1", 1, MAY_1))
+        .expect_err("writer is closed");
 
-    assert!(matches!(error, ArchiveSendError::WriterStopped(_)), "{error:?}");
+    assert!(
+        matches!(error, ArchiveSendError::WriterStopped(_)),
+        "{error:?}"
+    );
     assert_eq!(error.into_row(), row("lamp-1", 1, MAY_1));
 }
 
@@ -514,9 +615,15 @@ fn send_rejects_version_above_i64_max() {
     let archive = spawn(&dir.archive(), ArchiveConfig::default());
     let too_large = row("lamp-1", u64::MAX, MAY_1);
 
-    let error = archive.sender().send(too_large.clone()).expect_err("version too large");
+    let error = archive
+        .sender()
+        .send(too_large.clone())
+        .expect_err("version too large");
 
-    assert!(matches!(error, ArchiveSendError::VersionOutOfRange(_)), "{error:?}");
+    assert!(
+        matches!(error, ArchiveSendError::VersionOutOfRange(_)),
+        "{error:?}"
+    );
     assert_eq!(error.into_row(), too_large);
     let stats = archive.close().expect("close archive");
     assert_eq!(stats.rows_received, 0);
@@ -538,7 +645,9 @@ fn senders_on_many_threads_lose_no_rows() {
             thread::spawn(move || {
                 for version in 1..=500 {
                     let thing = format!("thing-{worker}");
-                    sender.send(row(&thing, version, MAY_1 + version as i64)).expect("queue row");
+                    sender
+                        .send(row(&thing, version, MAY_1 + version as i64))
+                        .expect("queue row");
                 }
             })
         })
@@ -568,8 +677,124 @@ fn spawn_rejects_invalid_config() {
 
     let error = ArchiveWriter::spawn(dir.archive(), config).expect_err("row_group_rows = 0");
 
-    assert!(matches!(error, ArchiveError::Config(ArchiveConfigError::Zero { field: "row_group_rows" })), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            ArchiveError::Config(ArchiveConfigError::Zero {
+                field: "row_group_rows"
+            })
+        ),
+        "{error:?}"
+    );
     assert!(!dir.archive().exists());
+}
+
+#[test]
+fn file_in_place_of_partition_is_reported() {
+    let dir = TestDir::new("blocked");
+    fs::create_dir_all(dir.archive()).expect("create archive directory");
+    let blocker = dir.archive().join("date=2024-05-01");
+    fs::write(&blocker, b"not a folder").expect("write blocking file");
+    let archive = spawn(&dir.archive(), ArchiveConfig::default());
+
+    for version in 1..=3 {
+        archive
+            .sender()
+            .send(row("lamp-1", version, MAY_1))
+            .expect("queue row");
+    }
+    for version in 1..=2 {
+        archive
+            .sender()
+            .send(row("lamp-1", version, MAY_2))
+            .expect("queue row");
+    }
+    let error = archive
+        .close()
+        .expect_err("May 1 rows have no partition folder");
+
+    let ArchiveError::Incomplete {
+        stats,
+        rows_not_archived,
+        unfinished_files,
+        first_error,
+    } = error
+    else {
+        panic!("expected Incomplete, got {error:?}");
+    };
+    assert_eq!(rows_not_archived, 3);
+    assert!(unfinished_files.is_empty(), "{unfinished_files:?}");
+    assert_eq!(stats.rows_written, 2);
+    assert!(
+        matches!(
+            *first_error,
+            ArchiveError::Io { action: "creating partition folder", ref path, .. } if *path == blocker
+        ),
+        "{first_error:?}"
+    );
+    assert_eq!(parquet_files(&dir.archive()).len(), 1);
+}
+
+/// A file whose write calls listed in `failing_calls` fail with "no space left on device"
+/// before writing anything, as a full disk does.
+struct FlakyFile {
+    file: File,
+    calls: u32,
+    failing_calls: [u32; 2],
+}
+
+impl Write for FlakyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.failing_calls.contains(&self.calls) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device",
+            ));
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[test]
+fn failed_writes_are_retried_into_valid_file() {
+    let dir = TestDir::new("flaky");
+    let path = dir.path.join("flaky.parquet");
+    let shared = Arc::new(Shared::default());
+    let flaky = FlakyFile {
+        file: File::create(&path).expect("create file"),
+        calls: 0,
+        failing_calls: [2, 3],
+    };
+    let schema = history_schema();
+    let config = ArchiveConfig {
+        row_group_rows: 500,
+        ..ArchiveConfig::default()
+    };
+    let options = ArrowWriterOptions::new()
+        .with_properties(writer_properties(&config).expect("valid config"))
+        .with_parquet_schema(parquet_schema(&schema).expect("Parquet schema"));
+    let retrying = RetryingFile::new(flaky, path.clone(), Arc::clone(&shared));
+    let mut writer =
+        ArrowWriter::try_new_with_options(retrying, Arc::clone(&schema), options).expect("writer");
+
+    let rows: Vec<HistoryRow> = (1..=2_000)
+        .map(|version| row("lamp-1", version, MAY_1 + version as i64))
+        .collect();
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let batch = rows_to_batch(&schema, chunk).expect("batch");
+        writer
+            .write(&batch)
+            .expect("the writer never receives the failed calls");
+    }
+    writer.close().expect("write footer");
+
+    assert_eq!(shared.counters.io_errors(), 2);
+    assert_eq!(read_rows(&path), rows);
 }
 
 /// Reads the archive with pyarrow's dataset API and prints the row count, the rows sorted by
@@ -607,7 +832,9 @@ fn read_with_pyarrow(directory: &Path) -> serde_json::Value {
 /// Hive-partitioned dataset.
 #[test]
 fn pyarrow_reads_hive_partitioned_archive() {
-    let probe = Command::new("python3").args(["-c", "import pyarrow"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import pyarrow"])
+        .output();
     let has_pyarrow = probe.is_ok_and(|output| output.status.success());
     assert!(
         has_pyarrow,
@@ -627,10 +854,15 @@ fn pyarrow_reads_hive_partitioned_archive() {
     }
     // One May 1 file is finished. The second May 1 file and the May 2 file stay open.
     wait_until("the first file is finished", || archive.files_closed() == 1);
-    wait_until("two files are open", || in_progress_files(&dir.archive()).len() == 2);
+    wait_until("two files are open", || {
+        in_progress_files(&dir.archive()).len() == 2
+    });
 
     let live = read_with_pyarrow(&dir.archive());
-    assert_eq!(live["num_rows"], 3, "pyarrow read rows of unfinished files: {live}");
+    assert_eq!(
+        live["num_rows"], 3,
+        "pyarrow read rows of unfinished files: {live}"
+    );
 
     archive.close().expect("close archive");
     let closed = read_with_pyarrow(&dir.archive());
@@ -640,13 +872,41 @@ fn pyarrow_reads_hive_partitioned_archive() {
     let rows = closed["rows"].as_array().expect("rows array");
     for (index, (actual, expected)) in rows.iter().zip(&expected).enumerate() {
         let context = format!("row {index}: {actual}");
-        assert_eq!(actual["thing_name"], expected.thing_name.as_str(), "{context}");
-        assert_eq!(actual["shadow_name"].as_str(), expected.shadow_name.as_deref(), "{context}");
-        assert_eq!(actual["version"].as_u64(), Some(expected.version), "{context}");
-        assert_eq!(actual["accepted_at"].as_i64(), Some(expected.accepted_at_ms), "{context}");
-        assert_eq!(actual["reported"].as_str(), expected.reported.as_deref(), "{context}");
-        assert_eq!(actual["client_token"].as_str(), expected.client_token.as_deref(), "{context}");
+        assert_eq!(
+            actual["thing_name"],
+            expected.thing_name.as_str(),
+            "{context}"
+        );
+        assert_eq!(
+            actual["shadow_name"].as_str(),
+            expected.shadow_name.as_deref(),
+            "{context}"
+        );
+        assert_eq!(
+            actual["version"].as_u64(),
+            Some(expected.version),
+            "{context}"
+        );
+        assert_eq!(
+            actual["accepted_at"].as_i64(),
+            Some(expected.accepted_at_ms),
+            "{context}"
+        );
+        assert_eq!(
+            actual["reported"].as_str(),
+            expected.reported.as_deref(),
+            "{context}"
+        );
+        assert_eq!(
+            actual["client_token"].as_str(),
+            expected.client_token.as_deref(),
+            "{context}"
+        );
         let expected_date = utc_date(expected.accepted_at_ms);
-        assert_eq!(actual["date"].as_str(), Some(expected_date.as_str()), "{context}");
+        assert_eq!(
+            actual["date"].as_str(),
+            Some(expected_date.as_str()),
+            "{context}"
+        );
     }
 }

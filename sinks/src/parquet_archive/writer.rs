@@ -1,16 +1,16 @@
-//! The archive writer thread, the handle that closes it and the senders that feed it.
+//! The archive writer thread.
 //!
-//! Rows travel from [`ArchiveSender::send`] through a bounded `std::sync::mpsc` queue to one OS
-//! thread, which does all file I/O with blocking calls. Rows are grouped into one open file per
-//! UTC date of `accepted_at`. A file is finished when it reaches `max_file_rows`, when it is
-//! `max_file_age_ms` old, or when the writer stops.
+//! Rows travel from [`ArchiveSender::send`](super::ArchiveSender::send) through a bounded
+//! `std::sync::mpsc` queue to one OS thread, which does all file I/O with blocking calls. Rows
+//! are grouped into one open file per UTC date of `accepted_at`. A file is finished when it
+//! reaches `max_file_rows`, when it is `max_file_age_ms` old, or when the writer stops.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SendError, SyncSender};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
 use std::time::Instant;
 
 use pipeline::history::HistoryRow;
@@ -18,23 +18,16 @@ use tracing::{error, info, warn};
 
 use super::ArchiveConfig;
 use super::file::{FileSettings, OpenFile, sync_directory};
+use super::handle::ArchiveHandle;
 use super::io_retry::{Shared, retry_io};
 use super::layout::{FileNamer, find_in_progress_files, partition_directory, utc_date};
 use super::schema::{history_schema, parquet_schema, writer_properties};
-use super::stats::{ArchiveCounters, ArchiveStats};
-use crate::error::{ArchiveError, ArchiveSendError};
-
-/// The queue end that every [`ArchiveSender`] clone and the [`ArchiveHandle`] share.
-///
-/// `ArchiveHandle::close` takes the sender out under the write lock. Each send holds the read
-/// lock while it queues its row, so once `close` holds the write lock, every send that succeeded
-/// has its row in the queue, and the writer thread drains the queue before it stops.
-type SharedQueue = Arc<RwLock<Option<SyncSender<HistoryRow>>>>;
+use crate::error::ArchiveError;
 
 /// Writes history rows to the Parquet archive on its own OS thread.
 ///
-/// Start it with [`ArchiveWriter::spawn`], feed it through [`ArchiveSender`]s and stop it with
-/// [`ArchiveHandle::close`].
+/// Start it with [`ArchiveWriter::spawn`], feed it through
+/// [`ArchiveSender`](super::ArchiveSender)s and stop it with [`ArchiveHandle::close`].
 pub struct ArchiveWriter {
     directory: PathBuf,
     config: ArchiveConfig,
@@ -43,17 +36,17 @@ pub struct ArchiveWriter {
     namer: FileNamer,
     /// Open files by UTC date (`YYYY-MM-DD`). Usually one, and two around midnight.
     open_files: BTreeMap<String, OpenFile>,
-    /// Whether the writer discards further rows because a write gave up during close.
-    stopped_writing: bool,
     outcome: WriterOutcome,
 }
 
 /// Failures that the writer thread reports to `ArchiveHandle::close`.
 #[derive(Debug, Default)]
-struct WriterOutcome {
-    first_error: Option<ArchiveError>,
-    unfinished_files: Vec<PathBuf>,
-    rows_not_archived: u64,
+pub(super) struct WriterOutcome {
+    /// Failed files and rows, counting each failure once.
+    failures: u64,
+    pub(super) first_error: Option<ArchiveError>,
+    pub(super) unfinished_files: Vec<PathBuf>,
+    pub(super) rows_not_archived: u64,
 }
 
 impl ArchiveWriter {
@@ -98,7 +91,6 @@ impl ArchiveWriter {
             shared: Arc::clone(&shared),
             namer: FileNamer::new(),
             open_files: BTreeMap::new(),
-            stopped_writing: false,
             outcome: WriterOutcome::default(),
         };
 
@@ -107,13 +99,7 @@ impl ArchiveWriter {
             .spawn(move || writer.run(receiver))
             .map_err(ArchiveError::SpawnThread)?;
 
-        Ok(ArchiveHandle {
-            sender: ArchiveSender {
-                queue: Arc::new(RwLock::new(Some(sender))),
-            },
-            shared,
-            thread,
-        })
+        Ok(ArchiveHandle::new(sender, shared, thread))
     }
 
     /// Receives rows until every sender is gone, then finishes all open files.
@@ -152,21 +138,19 @@ impl ArchiveWriter {
         self.outcome
     }
 
-    /// Returns when the oldest open file reaches its age limit.
+    /// Returns when the oldest open file reaches its age limit, or `None` if no file is open.
     fn next_deadline(&self) -> Option<Instant> {
         let max_age = self.config.max_file_age();
+        // `checked_add` so that no configured age can panic on `Instant` overflow. A file whose
+        // deadline does not fit in an `Instant` never expires by age.
         self.open_files
             .values()
-            .map(|file| file.opened_at() + max_age)
+            .filter_map(|file| file.opened_at().checked_add(max_age))
             .min()
     }
 
     fn append(&mut self, row: HistoryRow) {
         self.shared.counters.record_row_received();
-        if self.stopped_writing {
-            self.outcome.rows_not_archived += 1;
-            return;
-        }
 
         let date = utc_date(row.accepted_at_ms);
         if !self.open_files.contains_key(&date) {
@@ -201,9 +185,12 @@ impl ArchiveWriter {
     fn open_file(&mut self, date: &str, first_row_ms: i64) -> Result<OpenFile, ArchiveError> {
         let partition = partition_directory(&self.directory, date);
         if !partition.is_dir() {
-            retry_io(&self.shared, "creating partition folder", &partition, || {
-                fs::create_dir_all(&partition)
-            })
+            retry_io(
+                &self.shared,
+                "creating partition folder",
+                &partition,
+                || fs::create_dir_all(&partition),
+            )
             .map_err(|source| ArchiveError::Io {
                 action: "creating partition folder",
                 path: partition.clone(),
@@ -211,7 +198,11 @@ impl ArchiveWriter {
             })?;
             if let Err(error) = sync_directory(&self.directory) {
                 self.shared.counters.record_io_error();
-                error!(path = %self.directory.display(), error = %error, "archive folder sync failed");
+                error!(
+                    path = %self.directory.display(),
+                    error = &error as &dyn std::error::Error,
+                    "archive folder sync failed"
+                );
             }
         }
 
@@ -225,7 +216,7 @@ impl ArchiveWriter {
         let expired: Vec<String> = self
             .open_files
             .iter()
-            .filter(|(_, file)| file.opened_at() + max_age <= now)
+            .filter(|(_, file)| now.saturating_duration_since(file.opened_at()) >= max_age)
             .map(|(date, _)| date.clone())
             .collect();
 
@@ -245,25 +236,45 @@ impl ArchiveWriter {
 
     /// Logs a file or row that could not be archived and keeps it for `ArchiveHandle::close`.
     ///
-    /// Outside of close, every I/O failure is retried until it succeeds, so failures recorded
-    /// here come from a close that gave up, from a name collision or from the Parquet encoder.
-    /// A close that gave up stops all further writing, so that it does not wait for every
-    /// remaining row to fail in turn.
-    fn record_failure(&mut self, rows: u64, in_progress_path: Option<PathBuf>, error: ArchiveError) {
-        let path = in_progress_path.as_deref().unwrap_or(Path::new(""));
-        error!(
-            path = %path.display(),
-            rows,
-            error = %error,
-            "archive rows not archived, they stay in the unfinished file if one exists"
-        );
-
+    /// Every I/O failure except `AlreadyExists` and `InvalidInput` is retried until it succeeds
+    /// while the writer runs. So failures recorded before close come from a file in the way of a
+    /// partition folder, a name collision, a failed `fsync` or the Parquet encoder. During close,
+    /// retries also give up. Later rows still go to new files, which fail the same way if the
+    /// disk is still full. The Parquet writer writes to its file only when a row group or the
+    /// file ends, so that costs a few retry rounds per open file, not one per row.
+    ///
+    /// NOTE: the give-up during close is tested on `retry_io` alone. No test makes the disk fail
+    /// under a running writer.
+    fn record_failure(
+        &mut self,
+        rows: u64,
+        in_progress_path: Option<PathBuf>,
+        error: ArchiveError,
+    ) {
+        self.outcome.failures += 1;
         self.outcome.rows_not_archived += rows;
+        let rows_not_archived = self.outcome.rows_not_archived;
+
+        match &in_progress_path {
+            Some(path) => error!(
+                path = %path.display(),
+                rows,
+                rows_not_archived,
+                error = &error as &dyn std::error::Error,
+                "archive file not finished, it stays under its in-progress name"
+            ),
+            // Rows that fail one at a time would flood the log, so log the 1st, 2nd, 4th, ...
+            None if self.outcome.failures.is_power_of_two() => error!(
+                rows,
+                rows_not_archived,
+                error = &error as &dyn std::error::Error,
+                "archive rows not written"
+            ),
+            None => {}
+        }
+
         if let Some(path) = in_progress_path {
             self.outcome.unfinished_files.push(path);
-        }
-        if self.shared.is_closing() {
-            self.stopped_writing = true;
         }
         self.outcome.first_error.get_or_insert(error);
     }
@@ -282,119 +293,4 @@ fn warn_about_in_progress_files(directory: &Path) -> Result<(), ArchiveError> {
         );
     }
     Ok(())
-}
-
-/// A cloneable sender of rows to the archive writer, usable from many threads.
-///
-/// The queue is bounded by `ArchiveConfig::queue_rows`. A bounded queue with backpressure keeps
-/// memory bounded when the disk is slow or full, and never drops a row: while the queue is full,
-/// [`send`](Self::send) blocks until the writer catches up.
-#[derive(Clone, Debug)]
-pub struct ArchiveSender {
-    queue: SharedQueue,
-}
-
-impl ArchiveSender {
-    /// Queues `row` for the archive, blocking while the queue is full.
-    ///
-    /// NOTE: call this from a dataflow worker or another OS thread, or from
-    /// `tokio::task::spawn_blocking`. In an async task, a full queue blocks a runtime thread.
-    ///
-    /// # Errors
-    ///
-    /// Returns the row inside [`ArchiveSendError::WriterStopped`] after `ArchiveHandle::close`
-    /// or if the writer thread has panicked, and inside
-    /// [`ArchiveSendError::VersionOutOfRange`] if its version is above `i64::MAX`.
-    pub fn send(&self, row: HistoryRow) -> Result<(), ArchiveSendError> {
-        if i64::try_from(row.version).is_err() {
-            return Err(ArchiveSendError::VersionOutOfRange(Box::new(row)));
-        }
-
-        // The read lock only guards the `Option`, so a poisoned lock holds valid data.
-        let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(sender) = queue.as_ref() else {
-            return Err(ArchiveSendError::WriterStopped(Box::new(row)));
-        };
-        sender
-            .send(row)
-            .map_err(|SendError(row)| ArchiveSendError::WriterStopped(Box::new(row)))
-    }
-}
-
-/// Owner of a running archive writer: hands out senders, reads counters and closes the writer.
-///
-/// The writer thread also stops when this handle and every [`ArchiveSender`] are dropped: it
-/// drains the queue and finishes its files, but nobody waits for it or sees its errors, and the
-/// process may exit first. Call [`close`](Self::close) before exit instead.
-#[derive(Debug)]
-pub struct ArchiveHandle {
-    sender: ArchiveSender,
-    shared: Arc<Shared>,
-    thread: JoinHandle<WriterOutcome>,
-}
-
-impl ArchiveHandle {
-    /// Returns a new sender of rows to this writer.
-    pub fn sender(&self) -> ArchiveSender {
-        self.sender.clone()
-    }
-
-    /// Returns the live counters, which stay readable after `close`.
-    pub fn counters(&self) -> Arc<ArchiveCounters> {
-        Arc::clone(&self.shared.counters)
-    }
-
-    /// Rows in finished files so far.
-    pub fn rows_written(&self) -> u64 {
-        self.shared.counters.rows_written()
-    }
-
-    /// Files finished so far.
-    pub fn files_closed(&self) -> u64 {
-        self.shared.counters.files_closed()
-    }
-
-    /// Stops the writer after it has written every row sent so far, and waits for it.
-    ///
-    /// Every open file gets its footer, is synced, renamed to its `.parquet` name, and its
-    /// folder is synced. Later calls to [`ArchiveSender::send`] return an error.
-    ///
-    /// A failing file-system call is retried [`CLOSE_RETRY_ATTEMPTS`](super::CLOSE_RETRY_ATTEMPTS)
-    /// more times, about half a second apart. After that the writer gives up: it keeps
-    /// unfinished files on disk under their in-progress names, counts the rows that are in no
-    /// finished file and returns them in the error.
-    ///
-    /// # Errors
-    ///
-    /// Returns [`ArchiveError::Incomplete`] if any rows are not in a finished file, and
-    /// [`ArchiveError::WriterPanicked`] if the writer thread panicked.
-    pub fn close(self) -> Result<ArchiveStats, ArchiveError> {
-        self.shared.start_closing();
-        self.thread.thread().unpark();
-
-        // Dropping the only `SyncSender` disconnects the queue once the writer has drained it.
-        let sender = self
-            .sender
-            .queue
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(sender);
-
-        let outcome = self
-            .thread
-            .join()
-            .map_err(|_| ArchiveError::WriterPanicked)?;
-        let stats = self.shared.counters.snapshot();
-
-        match outcome.first_error {
-            None => Ok(stats),
-            Some(first_error) => Err(ArchiveError::Incomplete {
-                stats,
-                rows_not_archived: outcome.rows_not_archived,
-                unfinished_files: outcome.unfinished_files,
-                first_error: Box::new(first_error),
-            }),
-        }
-    }
 }

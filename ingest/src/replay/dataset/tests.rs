@@ -12,11 +12,17 @@ S3_Light,S4_Light,S1_Sound,S2_Sound,S3_Sound,S4_Sound,S5_CO2,S5_CO2_Slope,S6_PIR
 Room_Occupancy_Count";
 
 /// Parses `header` and `rows` as CSV and maps each row with the data set's mapper.
-fn map_rows(dataset: Dataset, header: &str, rows: &[&str]) -> Vec<Result<Vec<ThingUpdate>, SkipReason>> {
+fn map_rows(
+    dataset: Dataset,
+    header: &str,
+    rows: &[&str],
+) -> Vec<Result<Vec<ThingUpdate>, SkipReason>> {
     let text = format!("{header}\n{}\n", rows.join("\n"));
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().expect("test header parses").clone();
-    let mapper = dataset.row_mapper(&headers).expect("test header has every column");
+    let mapper = dataset
+        .row_mapper(&headers)
+        .expect("test header has every column");
     reader
         .records()
         .map(|record| mapper.map_row(&record.expect("test row parses")))
@@ -46,18 +52,27 @@ fn dataset_names_parse_and_display() {
     assert_eq!("Beijing".parse::<Dataset>(), Ok(Dataset::Beijing));
     assert_eq!(
         "intel".parse::<Dataset>(),
-        Err(ConfigError::UnknownDataset { name: "intel".to_owned() })
+        Err(ConfigError::UnknownDataset {
+            name: "intel".to_owned()
+        })
     );
 }
 
 #[test]
 fn thing_names_are_sanitised() {
     assert_eq!(sanitize_thing_name("63rd Street"), "63rd-Street");
-    assert_eq!(sanitize_thing_name(" Ohio Street Beach "), "Ohio-Street-Beach");
+    assert_eq!(
+        sanitize_thing_name(" Ohio Street Beach "),
+        "Ohio-Street-Beach"
+    );
     assert_eq!(sanitize_thing_name("a/b+c#d"), "a-b-c-d");
     assert_eq!(sanitize_thing_name("Dongsi"), "Dongsi");
     assert_eq!(sanitize_thing_name("node:1_x-y"), "node:1_x-y");
-    assert_eq!(sanitize_thing_name("Café"), "Caf-", "one dash per character, not per byte");
+    assert_eq!(
+        sanitize_thing_name("Café"),
+        "Caf-",
+        "one dash per character, not per byte"
+    );
 }
 
 #[test]
@@ -73,7 +88,13 @@ fn beijing_row_nests_wind() {
         "wind": {"dir": "NNW", "speed": 5.7},
         "observed_at": "2013-03-01T00:00:00+08:00",
     }));
-    assert_eq!(updates, vec![ThingUpdate { thing_name: "Dongsi".to_owned(), reported: expected }]);
+    assert_eq!(
+        updates,
+        vec![ThingUpdate {
+            thing_name: "Dongsi".to_owned(),
+            reported: expected
+        }]
+    );
 }
 
 #[test]
@@ -122,8 +143,14 @@ fn beijing_bad_number_skips_row() {
             r#"6,2015,6,1,5,12,9,3,17,300,89,1,1000,1,0,"N",NaN,"Tiantan""#,
         ],
     );
-    assert_eq!(results[0], Err(SkipReason::InvalidNumber { column: "PM2.5" }));
-    assert_eq!(results[1], Err(SkipReason::InvalidNumber { column: "WSPM" }));
+    assert_eq!(
+        results[0],
+        Err(SkipReason::InvalidNumber { column: "PM2.5" })
+    );
+    assert_eq!(
+        results[1],
+        Err(SkipReason::InvalidNumber { column: "WSPM" })
+    );
 }
 
 #[test]
@@ -139,17 +166,33 @@ fn beijing_bad_time_skips_row() {
             r#"11,2015,2,1,1,12,9,3,17,300,89,1,1000,1,0,"N",1,NA"#,
         ],
     );
-    assert_eq!(results[0], Err(SkipReason::InvalidTimestamp { column: "day" }));
-    assert_eq!(results[1], Err(SkipReason::InvalidTimestamp { column: "hour" }));
+    assert_eq!(
+        results[0],
+        Err(SkipReason::InvalidTimestamp { column: "day" })
+    );
+    assert_eq!(
+        results[1],
+        Err(SkipReason::InvalidTimestamp { column: "hour" })
+    );
     assert_eq!(results[2], Err(SkipReason::MissingValue { column: "day" }));
-    assert_eq!(results[3], Err(SkipReason::InvalidTimestamp { column: "day" }));
-    assert_eq!(results[4], Err(SkipReason::MissingValue { column: "station" }));
+    assert_eq!(
+        results[3],
+        Err(SkipReason::InvalidTimestamp { column: "day" })
+    );
+    assert_eq!(
+        results[4],
+        Err(SkipReason::MissingValue { column: "station" })
+    );
 }
 
 #[test]
 fn beijing_header_may_be_reordered() {
     let header = r#""station","wd","WSPM","hour","day","month","year","PM2.5","PM10","SO2","NO2","CO","O3","TEMP","PRES","DEWP","RAIN""#;
-    let updates = map_one(Dataset::Beijing, header, r#""Dongsi","E",1.5,7,2,3,2016,1,NA,NA,NA,NA,NA,NA,NA,NA,NA"#);
+    let updates = map_one(
+        Dataset::Beijing,
+        header,
+        r#""Dongsi","E",1.5,7,2,3,2016,1,NA,NA,NA,NA,NA,NA,NA,NA,NA"#,
+    );
     let expected = reported(json!({
         "pm25": 1,
         "wind": {"dir": "E", "speed": 1.5},
@@ -171,7 +214,13 @@ fn chicago_row_maps_with_cdt_offset() {
         "observed_at": "2013-08-30T08:00:00-05:00",
         "measurement_id": "MontroseBeach201308300800",
     }));
-    assert_eq!(updates, vec![ThingUpdate { thing_name: "Montrose-Beach".to_owned(), reported: expected }]);
+    assert_eq!(
+        updates,
+        vec![ThingUpdate {
+            thing_name: "Montrose-Beach".to_owned(),
+            reported: expected
+        }]
+    );
 }
 
 #[test]
@@ -183,7 +232,10 @@ fn chicago_pm_and_empty_depth() {
     );
     assert_eq!(updates[0].thing_name, "63rd-Street-Beach");
     assert!(!updates[0].reported.contains_key("transducer_depth"));
-    assert_eq!(updates[0].reported.get("observed_at"), Some(&json!("2016-12-01T12:30:00-06:00")));
+    assert_eq!(
+        updates[0].reported.get("observed_at"),
+        Some(&json!("2016-12-01T12:30:00-06:00"))
+    );
 }
 
 #[test]
@@ -193,12 +245,19 @@ fn chicago_midnight_is_hour_zero() {
         CHICAGO_HEADER,
         "Calumet Beach,06/02/2015 12:00:00 AM,15,1,,,,11,6/2/2015 12:00 AM,CalumetBeach201506020000",
     );
-    assert_eq!(updates[0].reported.get("observed_at"), Some(&json!("2015-06-02T00:00:00-05:00")));
+    assert_eq!(
+        updates[0].reported.get("observed_at"),
+        Some(&json!("2015-06-02T00:00:00-05:00"))
+    );
 }
 
 #[test]
 fn chicago_row_with_only_ids_is_skipped() {
-    let results = map_rows(Dataset::Chicago, CHICAGO_HEADER, &["Montrose Beach,,,,,,,,,MontroseBeach"]);
+    let results = map_rows(
+        Dataset::Chicago,
+        CHICAGO_HEADER,
+        &["Montrose Beach,,,,,,,,,MontroseBeach"],
+    );
     assert_eq!(results, vec![Err(SkipReason::NoMeasurement)]);
 }
 
@@ -215,11 +274,36 @@ fn chicago_bad_fields_skip_row() {
             ",06/02/2015 01:00:00 PM,15,1,,,,11,x,Beach201506021300",
         ],
     );
-    assert_eq!(results[0], Err(SkipReason::InvalidNumber { column: "Water Temperature" }));
-    assert_eq!(results[1], Err(SkipReason::InvalidTimestamp { column: "Measurement Timestamp" }));
-    assert_eq!(results[2], Err(SkipReason::InvalidTimestamp { column: "Measurement Timestamp" }));
-    assert_eq!(results[3], Err(SkipReason::MissingValue { column: "Measurement Timestamp" }));
-    assert_eq!(results[4], Err(SkipReason::MissingValue { column: "Beach Name" }));
+    assert_eq!(
+        results[0],
+        Err(SkipReason::InvalidNumber {
+            column: "Water Temperature"
+        })
+    );
+    assert_eq!(
+        results[1],
+        Err(SkipReason::InvalidTimestamp {
+            column: "Measurement Timestamp"
+        })
+    );
+    assert_eq!(
+        results[2],
+        Err(SkipReason::InvalidTimestamp {
+            column: "Measurement Timestamp"
+        })
+    );
+    assert_eq!(
+        results[3],
+        Err(SkipReason::MissingValue {
+            column: "Measurement Timestamp"
+        })
+    );
+    assert_eq!(
+        results[4],
+        Err(SkipReason::MissingValue {
+            column: "Beach Name"
+        })
+    );
 }
 
 #[test]
@@ -229,7 +313,10 @@ fn occupancy_row_splits_into_seven_things() {
         OCCUPANCY_HEADER,
         "2017-12-22,10:49:41,24.94,24.75,24.56,25.38,121,34,53,40,0.08,0.19,0.06,0.06,390,0.769230769,0,1,1",
     );
-    let names: Vec<&str> = updates.iter().map(|update| update.thing_name.as_str()).collect();
+    let names: Vec<&str> = updates
+        .iter()
+        .map(|update| update.thing_name.as_str())
+        .collect();
     assert_eq!(names, ["S1", "S2", "S3", "S4", "S5", "S6", "S7"]);
 
     let at = "2017-12-22T10:49:41";
@@ -243,7 +330,12 @@ fn occupancy_row_splits_into_seven_things() {
         json!({"pir": 1, "observed_at": at}),
     ];
     for (update, expected) in updates.iter().zip(expected) {
-        assert_eq!(update.reported, reported(expected), "thing {}", update.thing_name);
+        assert_eq!(
+            update.reported,
+            reported(expected),
+            "thing {}",
+            update.thing_name
+        );
     }
 }
 
@@ -256,7 +348,11 @@ fn occupancy_ground_truth_is_not_reported() {
     );
     for update in &updates {
         let has_count = update.reported.values().any(|value| value == &json!(3));
-        assert!(!has_count, "thing {} reports the occupancy count", update.thing_name);
+        assert!(
+            !has_count,
+            "thing {} reports the occupancy count",
+            update.thing_name
+        );
     }
 }
 
@@ -267,7 +363,10 @@ fn occupancy_node_without_values_is_left_out() {
         OCCUPANCY_HEADER,
         "2017-12-22,14:40:28,26,26.25,,26.38,17,21,,58,0.07,0.05,,0.07,830,-5.738461538,0,0,0",
     );
-    let names: Vec<&str> = updates.iter().map(|update| update.thing_name.as_str()).collect();
+    let names: Vec<&str> = updates
+        .iter()
+        .map(|update| update.thing_name.as_str())
+        .collect();
     assert_eq!(names, ["S1", "S2", "S4", "S5", "S6", "S7"]);
 }
 
@@ -280,7 +379,12 @@ fn occupancy_partial_node_keeps_present_values() {
     );
     let s3 = &updates[2];
     assert_eq!(s3.thing_name, "S3");
-    assert_eq!(s3.reported, reported(json!({"temperature": 24.56, "sound": 0.33, "observed_at": "2017-12-22T10:54:47"})));
+    assert_eq!(
+        s3.reported,
+        reported(
+            json!({"temperature": 24.56, "sound": 0.33, "observed_at": "2017-12-22T10:54:47"})
+        )
+    );
 }
 
 #[test]
@@ -296,9 +400,20 @@ fn occupancy_bad_fields_skip_row() {
             "2017-12-22,10:49:41,,,,,,,,,,,,,,,,,1",
         ],
     );
-    assert_eq!(results[0], Err(SkipReason::InvalidNumber { column: "S5_CO2_Slope" }));
-    assert_eq!(results[1], Err(SkipReason::InvalidTimestamp { column: "Date" }));
-    assert_eq!(results[2], Err(SkipReason::InvalidTimestamp { column: "Time" }));
+    assert_eq!(
+        results[0],
+        Err(SkipReason::InvalidNumber {
+            column: "S5_CO2_Slope"
+        })
+    );
+    assert_eq!(
+        results[1],
+        Err(SkipReason::InvalidTimestamp { column: "Date" })
+    );
+    assert_eq!(
+        results[2],
+        Err(SkipReason::InvalidTimestamp { column: "Time" })
+    );
     assert_eq!(results[3], Err(SkipReason::MissingValue { column: "Time" }));
     assert_eq!(results[4], Err(SkipReason::NoMeasurement));
 }
@@ -306,18 +421,23 @@ fn occupancy_bad_fields_skip_row() {
 #[test]
 fn missing_column_is_named() {
     let headers = StringRecord::from(vec!["Date", "Time", "S1_Temp"]);
-    let error = Dataset::Occupancy.row_mapper(&headers).expect_err("columns are missing");
+    let error = Dataset::Occupancy
+        .row_mapper(&headers)
+        .expect_err("columns are missing");
     assert_eq!(error, "S1_Light");
 
     let beijing_headers = StringRecord::from(vec!["Beach Name", "Measurement Timestamp"]);
-    let error = Dataset::Beijing.row_mapper(&beijing_headers).expect_err("wrong data set");
+    let error = Dataset::Beijing
+        .row_mapper(&beijing_headers)
+        .expect_err("wrong data set");
     assert_eq!(error, "station");
 }
 
 #[test]
 fn header_with_byte_order_mark_is_found() {
     let header = format!("\u{feff}{OCCUPANCY_HEADER}");
-    let row = "2017-12-22,10:49:41,24.94,24.75,24.56,25.38,121,34,53,40,0.08,0.19,0.06,0.06,390,1,0,1,1";
+    let row =
+        "2017-12-22,10:49:41,24.94,24.75,24.56,25.38,121,34,53,40,0.08,0.19,0.06,0.06,390,1,0,1,1";
     let updates = map_one(Dataset::Occupancy, &header, row);
     assert_eq!(updates.len(), 7);
 }
@@ -333,4 +453,33 @@ fn skip_reasons_display_the_column() {
         SkipReason::MissingValue { column: "Time" }.to_string(),
         "missing value in column Time"
     );
+}
+
+#[test]
+fn overlong_thing_name_skips_row() {
+    let longest = "B".repeat(MAX_THING_NAME_LENGTH);
+    let too_long = "B".repeat(MAX_THING_NAME_LENGTH + 1);
+    let row = |name: &str| format!("{name},06/02/2015 01:00:00 PM,15,1,,,,11,x,id");
+    let results = map_rows(
+        Dataset::Chicago,
+        CHICAGO_HEADER,
+        &[&row(&longest), &row(&too_long)],
+    );
+
+    let updates = results[0]
+        .as_ref()
+        .expect("a 128-character name is allowed");
+    assert_eq!(updates[0].thing_name, longest);
+    assert_eq!(results[1], Err(SkipReason::ThingNameTooLong));
+}
+
+#[test]
+fn integers_and_floats_keep_their_json_type() {
+    assert_eq!(parse_number("300"), Some(Number::from(300)));
+    assert_eq!(parse_number("-7"), Some(Number::from(-7)));
+    assert_eq!(parse_number("0.769230769"), Number::from_f64(0.769230769));
+    assert_eq!(parse_number("1e3"), Number::from_f64(1000.0));
+    assert_eq!(parse_number("1e400"), None, "infinite after parsing");
+    assert_eq!(parse_number("NaN"), None);
+    assert_eq!(parse_number("12x"), None);
 }

@@ -18,7 +18,9 @@ Room_Occupancy_Count
 
 fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-    encoder.write_all(text.as_bytes()).expect("gzip into memory");
+    encoder
+        .write_all(text.as_bytes())
+        .expect("gzip into memory");
     encoder.finish().expect("gzip into memory")
 }
 
@@ -54,6 +56,36 @@ fn plain_and_gzip_files_read_alike() {
 }
 
 #[test]
+fn crlf_file_reports_record_lines() {
+    let text = OCCUPANCY_CSV.replace('\n', "\r\n");
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let path = dir.path().join("crlf.csv");
+    std::fs::write(&path, text.trim_end()).expect("write file");
+
+    let rows = read_all(&[path], Dataset::Occupancy);
+    let lines: Vec<u64> = rows.iter().map(|row| row.line).collect();
+    assert_eq!(lines, [2, 3, 4]);
+}
+
+#[test]
+fn crlf_last_field_has_no_carriage_return() {
+    let text = "Beach Name,Measurement Timestamp,Water Temperature,Turbidity,Transducer Depth,\
+Wave Height,Wave Period,Battery Life,Measurement Timestamp Label,Measurement ID\r\n\
+Rainbow Beach,06/02/2015 01:00:00 PM,15,1,,,,11,6/2/2015 1:00 PM,\"RainbowBeach201506021300\"\r\n";
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let path = dir.path().join("crlf.csv");
+    std::fs::write(&path, text).expect("write file");
+
+    let rows = read_all(&[path], Dataset::Chicago);
+    assert_eq!(rows.len(), 1);
+    let updates = rows[0].outcome.as_ref().expect("row maps");
+    assert_eq!(
+        updates[0].reported.get("measurement_id"),
+        Some(&json!("RainbowBeach201506021300"))
+    );
+}
+
+#[test]
 fn concatenated_gzip_members_are_read() {
     let (header, body) = OCCUPANCY_CSV.split_once('\n').expect("header line");
     let mut bytes = gzip(&format!("{header}\n"));
@@ -74,15 +106,23 @@ fn folder_is_expanded_in_name_order() {
     std::fs::write(dir.path().join("notes.txt"), "not data").expect("write file");
     std::fs::create_dir(dir.path().join("nested.csv")).expect("create folder");
 
-    let reader = DatasetReader::open(&[dir.path().to_path_buf()], Dataset::Occupancy).expect("folder opens");
+    let reader =
+        DatasetReader::open(&[dir.path().to_path_buf()], Dataset::Occupancy).expect("folder opens");
     let names: Vec<_> = reader
         .files()
         .iter()
-        .map(|path| path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned())
+        .map(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     assert_eq!(names, ["a.csv.gz", "b.CSV"]);
 
-    let row_numbers: Vec<u64> = reader.map(|row| row.expect("row reads").row_number).collect();
+    let row_numbers: Vec<u64> = reader
+        .map(|row| row.expect("row reads").row_number)
+        .collect();
     assert_eq!(row_numbers, [1, 2, 3, 4, 5, 6]);
 }
 
@@ -92,8 +132,15 @@ fn empty_folder_is_an_error() {
     let error = DatasetReader::open(&[dir.path().to_path_buf()], Dataset::Chicago)
         .err()
         .expect("folder has no CSV files");
-    assert!(matches!(error, ReplayError::NoInputFiles { .. }), "got {error:?}");
-    assert!(error.to_string().contains("contains no *.csv or *.csv.gz files"));
+    assert!(
+        matches!(error, ReplayError::NoInputFiles { .. }),
+        "got {error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("contains no *.csv or *.csv.gz files")
+    );
 }
 
 #[test]
@@ -102,7 +149,10 @@ fn missing_path_is_an_error() {
         .err()
         .expect("path does not exist");
     assert!(matches!(error, ReplayError::Open { .. }), "got {error:?}");
-    assert_eq!(error.to_string(), "opening input /nonexistent/replay-input.csv");
+    assert_eq!(
+        error.to_string(),
+        "opening input /nonexistent/replay-input.csv"
+    );
 }
 
 #[test]
@@ -115,8 +165,14 @@ fn wrong_dataset_names_file_and_column() {
         .err()
         .expect("header lacks Beijing columns");
     let message = error.to_string();
-    assert!(message.contains(&path.display().to_string()), "message: {message}");
-    assert!(message.contains("no column `station`"), "message: {message}");
+    assert!(
+        message.contains(&path.display().to_string()),
+        "message: {message}"
+    );
+    assert!(
+        message.contains("no column `station`"),
+        "message: {message}"
+    );
     assert!(message.contains("not a beijing file"), "message: {message}");
 }
 
@@ -131,7 +187,10 @@ fn malformed_record_is_skipped_with_line() {
     std::fs::write(&path, bytes).expect("write file");
 
     let rows = read_all(&[path], Dataset::Occupancy);
-    let outcomes: Vec<_> = rows.iter().map(|row| (row.line, row.outcome.as_ref().err().copied())).collect();
+    let outcomes: Vec<_> = rows
+        .iter()
+        .map(|row| (row.line, row.outcome.as_ref().err().copied()))
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -157,7 +216,10 @@ fn truncated_gzip_is_a_read_error() {
         .expect("header is intact")
         .collect();
     let last = results.last().expect("at least one result");
-    assert!(matches!(last, Err(ReplayError::Read { .. })), "got {last:?}");
+    assert!(
+        matches!(last, Err(ReplayError::Read { .. })),
+        "got {last:?}"
+    );
 }
 
 #[test]
@@ -166,8 +228,12 @@ fn limit_stops_after_rows_read() {
     let path = dir.path().join("occupancy.csv");
     std::fs::write(&path, OCCUPANCY_CSV).expect("write file");
 
-    let reader = DatasetReader::open(&[path.clone(), path], Dataset::Occupancy).expect("input opens");
-    let rows: Vec<_> = reader.with_limit(Some(4)).map(|row| row.expect("row reads")).collect();
+    let reader =
+        DatasetReader::open(&[path.clone(), path], Dataset::Occupancy).expect("input opens");
+    let rows: Vec<_> = reader
+        .with_limit(Some(4))
+        .map(|row| row.expect("row reads"))
+        .collect();
     let positions: Vec<_> = rows.iter().map(|row| (row.row_number, row.line)).collect();
     assert_eq!(positions, [(1, 2), (2, 3), (3, 4), (4, 2)]);
 }
@@ -182,7 +248,11 @@ fn beijing_real_files_have_all_rows() {
     let mut skipped = 0;
     for row in reader {
         match row.expect("row reads").outcome {
-            Ok(updates) => *rows_per_station.entry(updates[0].thing_name.clone()).or_default() += 1,
+            Ok(updates) => {
+                *rows_per_station
+                    .entry(updates[0].thing_name.clone())
+                    .or_default() += 1
+            }
             Err(_) => skipped += 1,
         }
     }
@@ -198,7 +268,9 @@ fn beijing_real_files_have_all_rows() {
 fn beijing_last_dongsi_row_maps() {
     let path = raw_datasets_dir()
         .join("beijing-multisite-air-quality/PRSA_Data_Dongsi_20130301-20170228.csv.gz");
-    let last = read_all(&[path], Dataset::Beijing).pop().expect("file has rows");
+    let last = read_all(&[path], Dataset::Beijing)
+        .pop()
+        .expect("file has rows");
 
     // Expected from the file's last line (zcat | tail -1):
     // 35064,2017,2,28,23,30,71,11,87,1200,4,8.6,1014.1,-15.9,0,"NNE",1.3,"Dongsi"
@@ -213,7 +285,10 @@ fn beijing_last_dongsi_row_maps() {
         "wind": {"dir": "NNE", "speed": 1.3},
         "observed_at": "2017-02-28T23:00:00+08:00",
     });
-    assert_eq!(serde_json::Value::Object(updates[0].reported.clone()), expected);
+    assert_eq!(
+        serde_json::Value::Object(updates[0].reported.clone()),
+        expected
+    );
 }
 
 #[test]
@@ -226,7 +301,11 @@ fn chicago_real_file_skips_id_only_rows() {
     let mut skipped: Vec<(u64, SkipReason)> = Vec::new();
     for row in &rows {
         match &row.outcome {
-            Ok(updates) => *updates_per_beach.entry(updates[0].thing_name.clone()).or_default() += 1,
+            Ok(updates) => {
+                *updates_per_beach
+                    .entry(updates[0].thing_name.clone())
+                    .or_default() += 1
+            }
             Err(reason) => skipped.push((row.line, *reason)),
         }
     }
@@ -256,7 +335,10 @@ fn occupancy_real_file_splits_rows() {
     let mut updates = 0;
     let mut short_rows = Vec::new();
     for row in &rows {
-        let row_updates = row.outcome.as_ref().expect("every occupancy row has a measurement");
+        let row_updates = row
+            .outcome
+            .as_ref()
+            .expect("every occupancy row has a measurement");
         updates += row_updates.len();
         if row_updates.len() != 7 {
             short_rows.push((row.line, row_updates.len()));

@@ -38,7 +38,9 @@ fn occupancy_dir() -> PathBuf {
 /// Subscribes to every shadow update topic and forwards `(topic, payload)` pairs.
 ///
 /// Returns after the broker's SubAck, so no replayed message can be missed.
-async fn subscribe_to_updates(port: u16) -> (mpsc::UnboundedReceiver<(String, Bytes)>, JoinHandle<()>) {
+async fn subscribe_to_updates(
+    port: u16,
+) -> (mpsc::UnboundedReceiver<(String, Bytes)>, JoinHandle<()>) {
     let mut options = MqttOptions::new("replay-test-subscriber", "127.0.0.1", port);
     options.set_max_packet_size(MAX_PACKET_SIZE_BYTES, MAX_PACKET_SIZE_BYTES);
     let (client, mut event_loop) = AsyncClient::new(options, 16);
@@ -50,8 +52,6 @@ async fn subscribe_to_updates(port: u16) -> (mpsc::UnboundedReceiver<(String, By
     let (messages, received) = mpsc::unbounded_channel();
     let (subscribed, suback) = oneshot::channel();
     let task = tokio::spawn(async move {
-        // The client must outlive the loop, or the event loop sees its requests end.
-        let _client = client;
         let mut subscribed = Some(subscribed);
         loop {
             match event_loop.poll().await {
@@ -76,14 +76,23 @@ async fn subscribe_to_updates(port: u16) -> (mpsc::UnboundedReceiver<(String, By
 }
 
 /// Receives exactly `count` messages, or panics after [`RECEIVE_TIMEOUT`].
-async fn receive(received: &mut mpsc::UnboundedReceiver<(String, Bytes)>, count: usize) -> Vec<(String, Bytes)> {
+async fn receive(
+    received: &mut mpsc::UnboundedReceiver<(String, Bytes)>,
+    count: usize,
+) -> Vec<(String, Bytes)> {
     let mut messages = Vec::with_capacity(count);
     let deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
     while messages.len() < count {
         match tokio::time::timeout_at(deadline, received.recv()).await {
             Ok(Some(message)) => messages.push(message),
-            Ok(None) => panic!("subscriber stopped after {} of {count} messages", messages.len()),
-            Err(_) => panic!("received {} of {count} messages within {RECEIVE_TIMEOUT:?}", messages.len()),
+            Ok(None) => panic!(
+                "subscriber stopped after {} of {count} messages",
+                messages.len()
+            ),
+            Err(_) => panic!(
+                "received {} of {count} messages within {RECEIVE_TIMEOUT:?}",
+                messages.len()
+            ),
         }
     }
     messages
@@ -100,7 +109,9 @@ fn by_topic(messages: impl IntoIterator<Item = (String, Value)>) -> BTreeMap<Str
 
 /// Shadow update requests that the replay should send for the first `limit` rows.
 fn expected_requests(paths: &[PathBuf], dataset: Dataset, limit: u64) -> Vec<(String, Value)> {
-    let reader = DatasetReader::open(paths, dataset).expect("input opens").with_limit(Some(limit));
+    let reader = DatasetReader::open(paths, dataset)
+        .expect("input opens")
+        .with_limit(Some(limit));
     let mut requests = Vec::new();
     for row in reader {
         let row = row.expect("row reads");
@@ -139,17 +150,30 @@ async fn occupancy_replay_reaches_subscriber_in_order() {
         (topic, payload)
     });
     let received_by_thing = by_topic(parsed);
-    let expected_by_thing = by_topic(expected_requests(&[occupancy_dir()], Dataset::Occupancy, 200));
+    let expected_by_thing = by_topic(expected_requests(
+        &[occupancy_dir()],
+        Dataset::Occupancy,
+        200,
+    ));
     assert_eq!(received_by_thing.len(), 7);
     for (topic, expected) in &expected_by_thing {
-        let received = received_by_thing.get(topic).map(Vec::as_slice).unwrap_or_default();
+        let received = received_by_thing
+            .get(topic)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         assert_eq!(received.len(), 200, "messages on {topic}");
         for (index, (got, want)) in received.iter().zip(expected).enumerate() {
             assert_eq!(got, want, "message {index} on {topic}");
         }
-        let tokens: Vec<&str> = received.iter().filter_map(|payload| payload["clientToken"].as_str()).collect();
+        let tokens: Vec<&str> = received
+            .iter()
+            .filter_map(|payload| payload["clientToken"].as_str())
+            .collect();
         let expected_tokens: Vec<String> = (1..=200).map(|row| format!("replay-{row}")).collect();
-        assert_eq!(tokens, expected_tokens, "client tokens on {topic} in row order");
+        assert_eq!(
+            tokens, expected_tokens,
+            "client tokens on {topic} in row order"
+        );
     }
 
     // The first row of the file, written out by hand:
@@ -161,10 +185,16 @@ async fn occupancy_replay_reaches_subscriber_in_order() {
     });
     assert_eq!(first_s1, &expected_s1);
     let first_s5 = &received_by_thing["$aws/things/S5/shadow/update"][0];
-    assert_eq!(first_s5["state"]["reported"], json!({"co2": 390, "co2_slope": 0.769230769, "observed_at": "2017-12-22T10:49:41"}));
+    assert_eq!(
+        first_s5["state"]["reported"],
+        json!({"co2": 390, "co2_slope": 0.769230769, "observed_at": "2017-12-22T10:49:41"})
+    );
 
     let log = broker.log();
-    assert!(!log.contains("Outgoing messages are being dropped"), "mosquitto dropped messages:\n{log}");
+    assert!(
+        !log.contains("Outgoing messages are being dropped"),
+        "mosquitto dropped messages:\n{log}"
+    );
     subscriber.abort();
 }
 
@@ -193,13 +223,23 @@ async fn rate_limit_paces_rows() {
 async fn closed_port_fails_with_hint() {
     let port = free_port();
     let config = ReplayConfig::new(vec![occupancy_dir()], Dataset::Occupancy)
-        .with_broker(format!("mqtt://127.0.0.1:{port}").parse().expect("valid broker URL"))
+        .with_broker(
+            format!("mqtt://127.0.0.1:{port}")
+                .parse()
+                .expect("valid broker URL"),
+        )
         .with_limit(Some(5));
     let error = run(config).await.expect_err("nothing listens on the port");
 
-    assert!(matches!(error, ReplayError::Connect { .. }), "got {error:?}");
+    assert!(
+        matches!(error, ReplayError::Connect { .. }),
+        "got {error:?}"
+    );
     let message = error.to_string();
-    assert!(message.contains(&format!("mqtt://127.0.0.1:{port}")), "message: {message}");
+    assert!(
+        message.contains(&format!("mqtt://127.0.0.1:{port}")),
+        "message: {message}"
+    );
     assert!(message.contains("shadowflow serve"), "message: {message}");
     assert!(message.contains("--mqtt"), "message: {message}");
 }
@@ -208,25 +248,63 @@ async fn closed_port_fails_with_hint() {
 #[tokio::test]
 async fn wrong_dataset_fails_before_connecting() {
     let port = free_port();
-    let config = ReplayConfig::new(vec![occupancy_dir()], Dataset::Chicago)
-        .with_broker(format!("mqtt://127.0.0.1:{port}").parse().expect("valid broker URL"));
-    let error = run(config).await.expect_err("occupancy file is not a Chicago file");
+    let config = ReplayConfig::new(vec![occupancy_dir()], Dataset::Chicago).with_broker(
+        format!("mqtt://127.0.0.1:{port}")
+            .parse()
+            .expect("valid broker URL"),
+    );
+    let error = run(config)
+        .await
+        .expect_err("occupancy file is not a Chicago file");
     assert!(
-        matches!(error, ReplayError::MissingColumn { column: "Beach Name", .. }),
+        matches!(
+            error,
+            ReplayError::MissingColumn {
+                column: "Beach Name",
+                ..
+            }
+        ),
         "got {error:?}"
     );
 }
 
+/// A broker that stops mid-replay ends the replay with a connection error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopping_mid_replay_fails() {
+    let mut broker = Mosquitto::start();
+    let config = ReplayConfig::new(
+        vec![raw_datasets_dir().join("beijing-multisite-air-quality")],
+        Dataset::Beijing,
+    )
+    .with_broker(broker.url().parse().expect("valid broker URL"))
+    .with_rate(Some(1_000.0))
+    .with_limit(Some(10_000));
+    let replay = tokio::spawn(run(config));
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop();
+    let result = tokio::time::timeout(Duration::from_secs(20), replay)
+        .await
+        .expect("replay ends by itself")
+        .expect("replay task does not panic");
+    match result {
+        Err(ReplayError::Connection { .. }) => {}
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+}
+
 /// Starts a fake broker that accepts every MQTT connection and never sends a PubAck.
 async fn start_silent_broker() -> (u16, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake broker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake broker");
     let port = listener.local_addr().expect("fake broker address").port();
     let task = tokio::spawn(async move {
         let mut connections = Vec::new();
         while let Ok((mut stream, _)) = listener.accept().await {
             connections.push(tokio::spawn(async move {
                 let mut buffer = [0_u8; 4096];
-                // Wait for CONNECT, answer with CONNACK (session not present, accepted),
+                // Wait for CONNECT, reply with CONNACK (session not present, accepted),
                 // then read and drop everything.
                 if matches!(stream.read(&mut buffer).await, Ok(0) | Err(_)) {
                     return;
@@ -246,7 +324,11 @@ async fn start_silent_broker() -> (u16, JoinHandle<()>) {
 async fn missing_pubacks_time_out() {
     let (port, fake_broker) = start_silent_broker().await;
     let config = ReplayConfig::new(vec![occupancy_dir()], Dataset::Occupancy)
-        .with_broker(format!("mqtt://127.0.0.1:{port}").parse().expect("valid broker URL"))
+        .with_broker(
+            format!("mqtt://127.0.0.1:{port}")
+                .parse()
+                .expect("valid broker URL"),
+        )
         .with_limit(Some(5))
         .with_ack_timeout(Duration::from_secs(1));
 
@@ -254,7 +336,11 @@ async fn missing_pubacks_time_out() {
         .await
         .expect("replay ends by itself");
     match result {
-        Err(ReplayError::AckTimeout { outstanding, timeout, .. }) => {
+        Err(ReplayError::AckTimeout {
+            outstanding,
+            timeout,
+            ..
+        }) => {
             assert_eq!(outstanding, 35, "5 rows of 7 updates wait for a PubAck");
             assert_eq!(timeout, Duration::from_secs(1));
         }
@@ -267,6 +353,13 @@ async fn missing_pubacks_time_out() {
 fn due_time_follows_schedule() {
     let start = tokio::time::Instant::now();
     assert_eq!(due_time(start, 0, 10.0), Some(start));
-    assert_eq!(due_time(start, 25, 10.0), Some(start + Duration::from_millis(2_500)));
-    assert_eq!(due_time(start, 1, 1e-300), None, "schedule beyond any representable time");
+    assert_eq!(
+        due_time(start, 25, 10.0),
+        Some(start + Duration::from_millis(2_500))
+    );
+    assert_eq!(
+        due_time(start, 1, 1e-300),
+        None,
+        "schedule beyond any representable time"
+    );
 }

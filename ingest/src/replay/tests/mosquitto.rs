@@ -71,7 +71,10 @@ impl Mosquitto {
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("mosquitto exited with {status} before listening; log:\n{}", self.log());
+                panic!(
+                    "mosquitto exited with {status} before listening; log:\n{}",
+                    self.log()
+                );
             }
             if started.elapsed() > STARTUP_TIMEOUT {
                 panic!(
@@ -84,6 +87,12 @@ impl Mosquitto {
         }
     }
 
+    /// Kills the broker now. `Child::kill` signals this child's PID only.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Returns the broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -92,9 +101,7 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        // Child::kill signals this child's PID only.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -113,5 +120,8 @@ fn find_mosquitto() -> Option<PathBuf> {
 /// Returns a loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().expect("listener has an address").port()
+    listener
+        .local_addr()
+        .expect("listener has an address")
+        .port()
 }

@@ -35,9 +35,18 @@ fn encoding_is_checked_before_size() {
 
 #[test]
 fn syntax_error_is_invalid_json() {
-    for payload in [&b"{\"state\":"[..], b"", b"{'state':{}}", b"{\"state\":{}} x"] {
+    for payload in [
+        &b"{\"state\":"[..],
+        b"",
+        b"{'state':{}}",
+        b"{\"state\":{}} x",
+    ] {
         let rejected = reject(payload);
-        assert_eq!(rejected.error, ShadowError::invalid_json(), "payload {payload:?}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::invalid_json(),
+            "payload {payload:?}"
+        );
     }
 }
 
@@ -45,7 +54,11 @@ fn syntax_error_is_invalid_json() {
 fn non_object_payload_is_invalid_json() {
     for payload in [&b"[]"[..], b"\"state\"", b"null", b"42"] {
         let rejected = reject(payload);
-        assert_eq!(rejected.error, ShadowError::invalid_json(), "payload {payload:?}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::invalid_json(),
+            "payload {payload:?}"
+        );
     }
 }
 
@@ -86,7 +99,11 @@ fn client_token_must_be_string() {
     for token in [json!(12), json!({"id": "x"}), json!(["x"]), json!(true)] {
         let payload = json!({"state": {}, "clientToken": token}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::invalid_client_token(), "token {token}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::invalid_client_token(),
+            "token {token}"
+        );
     }
 }
 
@@ -98,19 +115,43 @@ fn null_client_token_counts_as_absent() {
 
 #[test]
 fn version_must_be_non_negative_integer() {
-    for version in [json!(-1), json!(1.5), json!(3.0), json!("3"), json!([3]), json!(true)] {
+    for version in [
+        json!(-1),
+        json!(1.5),
+        json!(3.0),
+        json!("3"),
+        json!([3]),
+        json!(true),
+    ] {
         let payload = json!({"state": {}, "version": version, "clientToken": "c"}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::invalid_version(), "version {version}");
-        assert_eq!(rejected.client_token.as_deref(), Some("c"), "version {version}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::invalid_version(),
+            "version {version}"
+        );
+        assert_eq!(
+            rejected.client_token.as_deref(),
+            Some("c"),
+            "version {version}"
+        );
     }
 }
 
 #[test]
 fn version_null_counts_as_absent() {
-    assert_eq!(decode(json!({"state": {}, "version": null})).version(), None);
-    assert_eq!(decode(json!({"state": {}, "version": 0})).version(), Some(0));
-    assert_eq!(decode(json!({"state": {}, "version": 7})).version(), Some(7));
+    assert_eq!(
+        decode(json!({"state": {}, "version": null})).version(),
+        None
+    );
+    assert_eq!(
+        decode(json!({"state": {}, "version": 0})).version(),
+        Some(0)
+    );
+    assert_eq!(
+        decode(json!({"state": {}, "version": 7})).version(),
+        Some(7)
+    );
 }
 
 #[test]
@@ -125,7 +166,11 @@ fn state_must_be_object_or_null() {
     for state in [json!([]), json!("on"), json!(1), json!(false)] {
         let payload = json!({"state": state, "clientToken": "c"}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::state_not_object(), "state {state}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::state_not_object(),
+            "state {state}"
+        );
         assert_eq!(rejected.client_token.as_deref(), Some("c"));
     }
 }
@@ -138,10 +183,17 @@ fn state_null_is_valid() {
 
 #[test]
 fn unknown_state_node_is_rejected() {
-    for state in [json!({"delta": {"a": 1}}), json!({"desired": {}, "metadata": {}})] {
+    for state in [
+        json!({"delta": {"a": 1}}),
+        json!({"desired": {}, "metadata": {}}),
+    ] {
         let payload = json!({"state": state, "clientToken": "c"}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::invalid_state_node(), "state {state}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::invalid_state_node(),
+            "state {state}"
+        );
         assert_eq!(rejected.client_token.as_deref(), Some("c"));
     }
 }
@@ -151,12 +203,20 @@ fn sections_must_be_objects_or_null() {
     for value in [json!(1), json!("x"), json!([1]), json!(true)] {
         let payload = json!({"state": {"desired": value}, "clientToken": "c"}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::desired_not_object(), "desired {value}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::desired_not_object(),
+            "desired {value}"
+        );
         assert_eq!(rejected.client_token.as_deref(), Some("c"));
 
         let payload = json!({"state": {"reported": value}}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::reported_not_object(), "reported {value}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::reported_not_object(),
+            "reported {value}"
+        );
     }
 }
 
@@ -176,7 +236,11 @@ fn arrays_containing_null_are_rejected() {
     for desired in cases {
         let payload = json!({"state": {"desired": desired}, "clientToken": "c"}).to_string();
         let rejected = reject(payload.as_bytes());
-        assert_eq!(rejected.error, ShadowError::invalid_json(), "desired {desired}");
+        assert_eq!(
+            rejected.error,
+            ShadowError::invalid_json(),
+            "desired {desired}"
+        );
         assert_eq!(rejected.client_token.as_deref(), Some("c"));
     }
 }

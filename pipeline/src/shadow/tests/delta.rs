@@ -114,8 +114,14 @@ fn delta_metadata_uses_desired_timestamps() {
 
 #[test]
 fn delta_state_json_is_compact() {
-    let shadow = update(None, json!({"state": {"desired": {"b": [1, 2], "a": {"c": "x"}}}}));
+    let shadow = update(
+        None,
+        json!({"state": {"desired": {"b": [1, 2], "a": {"c": "x"}}}}),
+    );
     let delta = compute_delta(&shadow).expect("no reported state");
     assert_eq!(delta.state_json(), r#"{"a":{"c":"x"},"b":[1,2]}"#);
-    assert_eq!(delta.state(), &object(json!({"a": {"c": "x"}, "b": [1, 2]})));
+    assert_eq!(
+        delta.state(),
+        &object(json!({"a": {"c": "x"}, "b": [1, 2]}))
+    );
 }

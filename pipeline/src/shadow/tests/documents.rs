@@ -50,7 +50,10 @@ fn accepted_metadata_of_arrays_is_per_element() {
 fn accepted_null_section_gets_timestamp() {
     let request = decode(json!({"state": {"desired": null, "reported": {"a": 1}}}));
     let document = accepted_document(&request, 4, NOW);
-    assert_eq!(document["state"], json!({"desired": null, "reported": {"a": 1}}));
+    assert_eq!(
+        document["state"],
+        json!({"desired": null, "reported": {"a": 1}})
+    );
     assert_eq!(
         document["metadata"],
         json!({"desired": {"timestamp": NOW}, "reported": {"a": {"timestamp": NOW}}})
@@ -103,7 +106,10 @@ fn get_document_includes_delta() {
 
 #[test]
 fn get_document_in_sync_has_no_delta() {
-    let shadow = update(None, json!({"state": {"desired": {"a": 1}, "reported": {"a": 1}}}));
+    let shadow = update(
+        None,
+        json!({"state": {"desired": {"a": 1}, "reported": {"a": 1}}}),
+    );
     let document = get_document(&shadow, compute_delta(&shadow).as_ref(), NOW, None);
     assert!(document["state"].get("delta").is_none(), "{document}");
     assert!(document.get("clientToken").is_none(), "{document}");
@@ -190,7 +196,10 @@ fn delete_document_shape() {
         delete_document(7, NOW, Some("d1")),
         json!({"version": 7, "timestamp": NOW, "clientToken": "d1"})
     );
-    assert_eq!(delete_document(7, NOW, None), json!({"version": 7, "timestamp": NOW}));
+    assert_eq!(
+        delete_document(7, NOW, None),
+        json!({"version": 7, "timestamp": NOW})
+    );
 }
 
 #[test]

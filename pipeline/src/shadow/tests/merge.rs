@@ -32,7 +32,10 @@ fn scalars_replace_old_values() {
         json!({"state": {"desired": {"mode": "auto", "level": 1}}}),
         json!({"state": {"desired": {"mode": "eco"}}}),
     ]);
-    assert_eq!(shadow.desired(), Some(&object(json!({"mode": "eco", "level": 1}))));
+    assert_eq!(
+        shadow.desired(),
+        Some(&object(json!({"mode": "eco", "level": 1})))
+    );
 }
 
 #[test]
@@ -50,7 +53,10 @@ fn null_deletes_nested_key() {
         json!({"state": {"desired": {"light": {"on": true, "level": 3}}}}),
         json!({"state": {"desired": {"light": {"level": null}}}}),
     ]);
-    assert_eq!(shadow.desired(), Some(&object(json!({"light": {"on": true}}))));
+    assert_eq!(
+        shadow.desired(),
+        Some(&object(json!({"light": {"on": true}})))
+    );
     assert_eq!(
         metadata_of(&shadow),
         json!({"desired": {"light": {"on": {"timestamp": 1}}}})
@@ -73,7 +79,10 @@ fn emptied_object_is_pruned() {
         json!({"state": {"desired": {"light": {"color": {"r": null}}}}}),
     ]);
     assert_eq!(shadow.desired(), Some(&object(json!({"fan": 1}))));
-    assert_eq!(metadata_of(&shadow), json!({"desired": {"fan": {"timestamp": 1}}}));
+    assert_eq!(
+        metadata_of(&shadow),
+        json!({"desired": {"fan": {"timestamp": 1}}})
+    );
 }
 
 #[test]
@@ -85,7 +94,10 @@ fn emptied_section_disappears() {
     assert_eq!(shadow.desired(), None);
     assert_eq!(shadow.desired_json(), None);
     assert_eq!(shadow.reported(), Some(&object(json!({"a": 1}))));
-    assert_eq!(metadata_of(&shadow), json!({"reported": {"a": {"timestamp": 1}}}));
+    assert_eq!(
+        metadata_of(&shadow),
+        json!({"reported": {"a": {"timestamp": 1}}})
+    );
 }
 
 #[test]
@@ -110,7 +122,10 @@ fn object_replaces_scalar() {
         json!({"state": {"desired": {"mode": "auto"}}}),
         json!({"state": {"desired": {"mode": {"eco": true, "off": null}}}}),
     ]);
-    assert_eq!(shadow.desired(), Some(&object(json!({"mode": {"eco": true}}))));
+    assert_eq!(
+        shadow.desired(),
+        Some(&object(json!({"mode": {"eco": true}})))
+    );
     assert_eq!(
         metadata_of(&shadow),
         json!({"desired": {"mode": {"eco": {"timestamp": 2}}}})
@@ -143,10 +158,17 @@ fn null_only_object_removes_scalar() {
 #[test]
 fn identical_value_refreshes_timestamp() {
     let first = update_at(None, json!({"state": {"reported": {"on": true}}}), 10);
-    let second = update_at(Some(&first), json!({"state": {"reported": {"on": true}}}), 20);
+    let second = update_at(
+        Some(&first),
+        json!({"state": {"reported": {"on": true}}}),
+        20,
+    );
     assert_eq!(second.version(), 2);
     assert_eq!(second.reported(), first.reported());
-    assert_eq!(metadata_of(&second), json!({"reported": {"on": {"timestamp": 20}}}));
+    assert_eq!(
+        metadata_of(&second),
+        json!({"reported": {"on": {"timestamp": 20}}})
+    );
 }
 
 #[test]
@@ -206,7 +228,10 @@ fn null_state_empties_shadow() {
 
 #[test]
 fn empty_state_is_noop_update() {
-    let first = update(None, json!({"state": {"desired": {"a": 1}, "reported": {"a": 2}}}));
+    let first = update(
+        None,
+        json!({"state": {"desired": {"a": 1}, "reported": {"a": 2}}}),
+    );
     let second = update_at(Some(&first), json!({"state": {}}), NOW + 5);
     assert_eq!(second.version(), 2);
     assert_eq!(second.desired(), first.desired());
@@ -217,7 +242,10 @@ fn empty_state_is_noop_update() {
 #[test]
 fn empty_section_object_is_noop() {
     let first = update(None, json!({"state": {"desired": {"a": 1}}}));
-    let second = update(Some(&first), json!({"state": {"desired": {}, "reported": {}}}));
+    let second = update(
+        Some(&first),
+        json!({"state": {"desired": {}, "reported": {}}}),
+    );
     assert_eq!(second.version(), 2);
     assert_eq!(second.desired(), first.desired());
     assert_eq!(second.reported(), None);
@@ -225,7 +253,10 @@ fn empty_section_object_is_noop() {
 
 #[test]
 fn untouched_section_is_shared() {
-    let first = update(None, json!({"state": {"desired": {"a": 1}, "reported": {"a": 0}}}));
+    let first = update(
+        None,
+        json!({"state": {"desired": {"a": 1}, "reported": {"a": 0}}}),
+    );
     let second = update(Some(&first), json!({"state": {"reported": {"a": 1}}}));
     let (Some(before), Some(after)) = (&first.desired, &second.desired) else {
         panic!("both shadows have desired state");
@@ -236,7 +267,10 @@ fn untouched_section_is_shared() {
 #[test]
 fn matching_version_is_accepted() {
     let first = update(None, json!({"state": {"desired": {"a": 1}}}));
-    let second = update(Some(&first), json!({"state": {"desired": {"a": 2}}, "version": 1}));
+    let second = update(
+        Some(&first),
+        json!({"state": {"desired": {"a": 2}}, "version": 1}),
+    );
     assert_eq!(second.version(), 2);
 }
 
@@ -248,7 +282,11 @@ fn stale_version_is_conflict() {
     for version in [0, 2, 4] {
         let request = decode(json!({"state": {"desired": {"a": 9}}, "version": version}));
         let result = apply_update(Some(&first), 0, &request, NOW, &Limits::default());
-        assert_eq!(result, Err(ShadowError::version_conflict()), "version {version}");
+        assert_eq!(
+            result,
+            Err(ShadowError::version_conflict()),
+            "version {version}"
+        );
     }
     assert_eq!(first, before);
 }

@@ -30,7 +30,12 @@ fn patch_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 3, |inner| {
         prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c"]), inner, 0..3)
             .prop_map(|members| {
-                Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                )
             })
     })
 }
@@ -209,7 +214,7 @@ fn insert_at(object: &mut Map<String, Value>, path: &[String], value: Value) {
     }
 }
 
-/// Recomputes the delta leaf by leaf: a desired leaf is in the delta unless `reported` holds an
+/// Recomputes the delta leaf by leaf: a desired leaf is in the delta unless `reported` contains an
 /// equal value at the same path.
 fn naive_delta(
     desired: Option<&Map<String, Value>>,
@@ -236,20 +241,30 @@ fn check_section(name: &str, section: Option<&Section>, model: &ModelSection) {
     let Some(section) = section else {
         return;
     };
-    assert!(is_storable_object(&section.state), "{name} stores null or {{}}");
+    assert!(
+        is_storable_object(&section.state),
+        "{name} stores null or {{}}"
+    );
     assert!(
         metadata::mirrors(&section.state, &section.metadata),
         "{name} metadata does not mirror its state"
     );
     let mut written_at = BTreeMap::new();
     metadata_leaves(&section.metadata, &mut Vec::new(), &mut written_at);
-    assert_eq!(written_at, model.written_at, "{name} timestamps differ from the model");
+    assert_eq!(
+        written_at, model.written_at,
+        "{name} timestamps differ from the model"
+    );
 }
 
 fn check_delta(shadow: &Shadow) {
     let expected = naive_delta(shadow.desired(), shadow.reported());
     let delta = compute_delta(shadow);
-    assert_eq!(delta.as_ref().map(|delta| delta.state()), expected.as_ref(), "delta state");
+    assert_eq!(
+        delta.as_ref().map(|delta| delta.state()),
+        expected.as_ref(),
+        "delta state"
+    );
     if let (Some(delta), Some(desired)) = (delta, shadow.desired.as_deref()) {
         // Delta metadata is desired metadata projected onto the delta's paths.
         let desired_metadata = desired.render_metadata();

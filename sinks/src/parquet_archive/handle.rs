@@ -1,0 +1,148 @@
+//! The handle that owns a running archive writer, and the senders that feed it.
+
+use std::sync::mpsc::{SendError, SyncSender};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use pipeline::history::HistoryRow;
+
+use super::io_retry::Shared;
+use super::stats::{ArchiveCounters, ArchiveStats};
+use super::writer::WriterOutcome;
+use crate::error::{ArchiveError, ArchiveSendError};
+
+/// The queue end that every [`ArchiveSender`] clone and the [`ArchiveHandle`] share.
+///
+/// `ArchiveHandle::close` takes the sender out under the write lock. Each send holds the read
+/// lock while it queues its row, so once `close` holds the write lock, every send that succeeded
+/// has its row in the queue, and the writer thread drains the queue before it stops.
+type SharedQueue = Arc<RwLock<Option<SyncSender<HistoryRow>>>>;
+
+/// A cloneable sender of rows to the archive writer, usable from many threads.
+///
+/// The queue is bounded by `ArchiveConfig::queue_rows`. A bounded queue with backpressure keeps
+/// memory bounded when the disk is slow or full, and never drops a row: while the queue is full,
+/// [`send`](Self::send) blocks until the writer catches up.
+#[derive(Clone, Debug)]
+pub struct ArchiveSender {
+    queue: SharedQueue,
+}
+
+impl ArchiveSender {
+    /// Queues `row` for the archive, blocking while the queue is full.
+    ///
+    /// NOTE: call this from a dataflow worker or another OS thread, or from
+    /// `tokio::task::spawn_blocking`. In an async task, a full queue blocks a runtime thread.
+    ///
+    /// # Errors
+    ///
+    /// Returns the row inside [`ArchiveSendError::WriterStopped`] after `ArchiveHandle::close`
+    /// or if the writer thread has panicked, and inside
+    /// [`ArchiveSendError::VersionOutOfRange`] if its version is above `i64::MAX`.
+    pub fn send(&self, row: HistoryRow) -> Result<(), ArchiveSendError> {
+        if i64::try_from(row.version).is_err() {
+            return Err(ArchiveSendError::VersionOutOfRange(Box::new(row)));
+        }
+
+        // The read lock only guards the `Option`, so a poisoned lock holds valid data.
+        let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = queue.as_ref() else {
+            return Err(ArchiveSendError::WriterStopped(Box::new(row)));
+        };
+        sender
+            .send(row)
+            .map_err(|SendError(row)| ArchiveSendError::WriterStopped(Box::new(row)))
+    }
+}
+
+/// Owner of a running archive writer: hands out senders, reads counters and closes the writer.
+///
+/// The writer thread also stops when this handle and every [`ArchiveSender`] are dropped: it
+/// drains the queue and finishes its files, but no caller waits for it or receives its errors,
+/// and the process may exit first. Call [`close`](Self::close) before exit instead.
+#[derive(Debug)]
+pub struct ArchiveHandle {
+    sender: ArchiveSender,
+    shared: Arc<Shared>,
+    thread: JoinHandle<WriterOutcome>,
+}
+
+impl ArchiveHandle {
+    pub(super) fn new(
+        sender: SyncSender<HistoryRow>,
+        shared: Arc<Shared>,
+        thread: JoinHandle<WriterOutcome>,
+    ) -> Self {
+        Self {
+            sender: ArchiveSender {
+                queue: Arc::new(RwLock::new(Some(sender))),
+            },
+            shared,
+            thread,
+        }
+    }
+
+    /// Returns a new sender of rows to this writer.
+    pub fn sender(&self) -> ArchiveSender {
+        self.sender.clone()
+    }
+
+    /// Returns the live counters, which stay readable after `close`.
+    pub fn counters(&self) -> Arc<ArchiveCounters> {
+        Arc::clone(&self.shared.counters)
+    }
+
+    /// Rows in finished files so far.
+    pub fn rows_written(&self) -> u64 {
+        self.shared.counters.rows_written()
+    }
+
+    /// Files finished so far.
+    pub fn files_closed(&self) -> u64 {
+        self.shared.counters.files_closed()
+    }
+
+    /// Stops the writer after it has written every row sent so far, and waits for it.
+    ///
+    /// Every open file gets its footer, is synced, renamed to its `.parquet` name, and its
+    /// folder is synced. Later calls to [`ArchiveSender::send`] return an error.
+    ///
+    /// A failing file-system call is retried [`CLOSE_RETRY_ATTEMPTS`](super::CLOSE_RETRY_ATTEMPTS)
+    /// more times, at most half a second apart. After that the writer gives up: it keeps
+    /// unfinished files on disk under their in-progress names, counts the rows that are in no
+    /// finished file and returns them in the error.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ArchiveError::Incomplete`] if any rows are not in a finished file, and
+    /// [`ArchiveError::WriterPanicked`] if the writer thread panicked.
+    pub fn close(self) -> Result<ArchiveStats, ArchiveError> {
+        self.shared.start_closing();
+        self.thread.thread().unpark();
+
+        // Dropping the only `SyncSender` disconnects the queue once the writer has drained it.
+        let sender = self
+            .sender
+            .queue
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(sender);
+
+        let outcome = self
+            .thread
+            .join()
+            .map_err(|_| ArchiveError::WriterPanicked)?;
+        let stats = self.shared.counters.snapshot();
+
+        match outcome.first_error {
+            None => Ok(stats),
+            Some(first_error) => Err(ArchiveError::Incomplete {
+                stats,
+                rows_not_archived: outcome.rows_not_archived,
+                unfinished_files: outcome.unfinished_files,
+                first_error: Box::new(first_error),
+            }),
+        }
+    }
+}
