@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// Directory for the history archive (DATA_DIR/history) [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Feed this data set (files or folders) straight into the dataflow at start-up, without
+    /// MQTT; its history rows have origin `replay`. Needs --replay-dataset.
+    #[arg(long, value_name = "PATH", requires = "replay_dataset")]
+    pub replay: Vec<PathBuf>,
+    /// Data set of --replay: beijing, chicago or occupancy.
+    #[arg(long, value_name = "NAME")]
+    pub replay_dataset: Option<ingest::replay::Dataset>,
 }
 
 /// Everything `serve` needs, after merging the file and the flags.
@@ -117,7 +124,9 @@ impl Default for ServeConfig {
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
-            listen: DEFAULT_HTTP_LISTEN.parse().expect("the default HTTP address is valid"),
+            listen: DEFAULT_HTTP_LISTEN
+                .parse()
+                .expect("the default HTTP address is valid"),
             reply_timeout_s: 10,
         }
     }
@@ -148,7 +157,10 @@ impl ServeConfig {
         if let Some(data_dir) = &args.data_dir {
             config.data_dir = data_dir.clone();
         }
-        anyhow::ensure!(config.workers >= 1, "invalid worker count 0: pass --workers 1 or more");
+        anyhow::ensure!(
+            config.workers >= 1,
+            "invalid worker count 0: pass --workers 1 or more"
+        );
         Ok(config)
     }
 

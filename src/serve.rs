@@ -5,17 +5,20 @@
 //! Stop (SIGINT or SIGTERM): intake first (MQTT source, HTTP API), then the dataflow drains
 //! every queued request, then the publisher flushes and the archive closes its files.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::broker::start_embedded_broker;
 use ingest::http::{HttpReplies, HttpRequests};
-use ingest::mqtt::{run_source, BrokerAddress};
+use ingest::mqtt::{BrokerAddress, run_source};
+use ingest::replay::{Dataset, replay_into_dataflow};
 use pipeline::dataflow::{self, DataflowConfig, HttpReply, MqttMessage, ShadowOutputs};
 use pipeline::history::HistoryRow;
 use queries::ApiState;
-use sinks::mqtt::{spawn_publisher, MessagePublisher};
+use sinks::mqtt::{MessagePublisher, spawn_publisher};
 use sinks::parquet_archive::{ArchiveSender, ArchiveWriter};
 use tokio::sync::{oneshot, watch};
 
@@ -50,20 +53,32 @@ impl ShadowOutputs for ServiceOutputs {
 /// Runs the service until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(&args)?;
+    let replay = match (&args.replay_dataset, args.replay.is_empty()) {
+        (Some(dataset), false) => Some((args.replay.clone(), *dataset)),
+        (Some(_), true) => anyhow::bail!("--replay-dataset needs --replay PATH"),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("shadowflow-io")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, replay))
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig, replay: Option<(Vec<PathBuf>, Dataset)>) -> anyhow::Result<()> {
+    // The embedded broker, if any, lives until the end of `serve` and is shut down last.
+    let mut embedded_broker = None;
     let broker = match &config.mqtt.broker {
         Some(broker) => broker.clone(),
         None => {
-            let address = start_embedded_broker(&config.embedded_broker)?;
-            BrokerAddress { host: address.ip().to_string(), port: address.port() }
+            let started = start_embedded_broker(&config.embedded_broker).await?;
+            let address = started.local_addr();
+            embedded_broker = Some(started);
+            BrokerAddress {
+                host: address.ip().to_string(),
+                port: address.port(),
+            }
         }
     };
 
@@ -84,7 +99,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let http_timeout = Duration::from_secs(config.http.reply_timeout_s.max(1));
         let (requests, receiver) = dataflow::request_channel(dataflow_config.request_queue);
         let replies = Arc::new(HttpReplies::default());
-        let http = Arc::new(HttpRequests::new(requests.clone(), Arc::clone(&replies), http_timeout));
+        let http = Arc::new(HttpRequests::new(
+            requests.clone(),
+            Arc::clone(&replies),
+            http_timeout,
+        ));
         let outputs = Arc::new(ServiceOutputs {
             publisher,
             http: replies,
@@ -110,9 +129,19 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| format!("binding the HTTP API to {}: pass another --http-listen address", config.http.listen))?;
-    let http_address = listener.local_addr().context("reading the HTTP listen address")?;
-    let state = Arc::new(ApiState { requests: http, limits: config.limits.clone() });
+        .with_context(|| {
+            format!(
+                "binding the HTTP API to {}: pass another --http-listen address",
+                config.http.listen
+            )
+        })?;
+    let http_address = listener
+        .local_addr()
+        .context("reading the HTTP listen address")?;
+    let state = Arc::new(ApiState {
+        requests: http,
+        limits: config.limits.clone(),
+    });
     let mut http_shutdown = shutdown.clone();
     let api = tokio::spawn(queries::serve(listener, state, async move {
         let _ = http_shutdown.changed().await;
@@ -125,12 +154,27 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         config.data_dir.display()
     );
 
+    let stop_replay = Arc::new(AtomicBool::new(false));
+    let replay_task = replay.map(|(paths, dataset)| {
+        let requests = requests.clone();
+        let stop = Arc::clone(&stop_replay);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = replay_into_dataflow(&paths, dataset, None, &requests, &stop) {
+                tracing::error!(error = %error, "in-process replay failed");
+            }
+        })
+    });
+
     wait_for_signal().await;
     let stopping = Instant::now();
     tracing::info!("stopping: closing MQTT and HTTP intake");
     let _ = shutdown_sender.send(true);
     let _ = source.await;
     let _ = api.await;
+    stop_replay.store(true, Ordering::Relaxed);
+    if let Some(task) = replay_task {
+        let _ = task.await;
+    }
 
     tracing::info!("stopping: draining the dataflow");
     drop(requests);
@@ -144,20 +188,24 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .context("waiting for the history archive")?
         .context("closing the history archive")?;
     tracing::info!(
-        messages = published.acknowledged.load(std::sync::atomic::Ordering::Relaxed),
+        messages = published.acknowledged.load(Ordering::Relaxed),
         history_rows = archive_stats.rows_written,
         history_files = archive_stats.files_closed,
         elapsed_ms = stopping.elapsed().as_millis() as u64,
         "shadowflow stopped"
     );
+    if let Some(embedded_broker) = embedded_broker {
+        embedded_broker.shutdown().await;
+    }
     Ok(())
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("installing signal handlers failed; stop the service with SIGKILL");
         std::future::pending::<()>().await;
         return;

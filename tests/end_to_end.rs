@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::{read_history, Device, Http, Mosquitto, Service};
+use serde_json::{Value, json};
+use support::{Device, Http, Mosquitto, Service, read_history};
 
 const PREFIX: &str = "$aws/things/lamp/shadow";
 
@@ -19,30 +19,54 @@ fn lamp_story(service: Service, broker_port: u16) {
     let device = Device::connect(
         "lamp-device",
         broker_port,
-        &[topic("update/accepted"), topic("update/rejected"), topic("update/delta"), topic("update/documents")],
+        &[
+            topic("update/accepted"),
+            topic("update/rejected"),
+            topic("update/delta"),
+            topic("update/documents"),
+        ],
     );
     let app = Http::new(&service.http);
 
     // The device reports its state.
-    device.publish(&topic("update"), r#"{"state":{"reported":{"color":"RED","state":"ON"}},"clientToken":"report-1"}"#);
+    device.publish(
+        &topic("update"),
+        r#"{"state":{"reported":{"color":"RED","state":"ON"}},"clientToken":"report-1"}"#,
+    );
     let accepted = device.expect_on(&topic("update/accepted"));
     assert_eq!(accepted["version"], 1);
     assert_eq!(accepted["clientToken"], "report-1");
-    assert_eq!(accepted["state"]["reported"], json!({"color": "RED", "state": "ON"}));
+    assert_eq!(
+        accepted["state"]["reported"],
+        json!({"color": "RED", "state": "ON"})
+    );
     let documents = device.expect_on(&topic("update/documents"));
-    assert_eq!(documents["previous"], Value::Null, "first update creates the shadow");
+    assert_eq!(
+        documents["previous"],
+        Value::Null,
+        "first update creates the shadow"
+    );
     assert_eq!(documents["current"]["version"], 1);
 
     // The app reads it.
     let (status, shadow) = app.get("/things/lamp/shadow");
     assert_eq!(status, 200, "{shadow}");
-    assert_eq!(shadow["state"]["reported"], json!({"color": "RED", "state": "ON"}));
+    assert_eq!(
+        shadow["state"]["reported"],
+        json!({"color": "RED", "state": "ON"})
+    );
     assert_eq!(shadow["version"], 1);
-    assert!(shadow["state"].get("delta").is_none(), "no desired state, so no delta: {shadow}");
+    assert!(
+        shadow["state"].get("delta").is_none(),
+        "no desired state, so no delta: {shadow}"
+    );
     assert!(shadow["metadata"]["reported"]["color"]["timestamp"].is_i64());
 
     // The app asks for green; the device gets the delta.
-    let (status, accepted) = app.post("/things/lamp/shadow", r#"{"state":{"desired":{"color":"GREEN"}},"clientToken":"app-1"}"#);
+    let (status, accepted) = app.post(
+        "/things/lamp/shadow",
+        r#"{"state":{"desired":{"color":"GREEN"}},"clientToken":"app-1"}"#,
+    );
     assert_eq!(status, 200, "{accepted}");
     assert_eq!(accepted["version"], 2);
     assert_eq!(accepted["clientToken"], "app-1");
@@ -53,14 +77,23 @@ fn lamp_story(service: Service, broker_port: u16) {
     assert!(delta["metadata"]["color"]["timestamp"].is_i64());
 
     // The device reports green: no delta is left.
-    device.publish(&topic("update"), r#"{"state":{"reported":{"color":"GREEN"}},"clientToken":"report-2"}"#);
+    device.publish(
+        &topic("update"),
+        r#"{"state":{"reported":{"color":"GREEN"}},"clientToken":"report-2"}"#,
+    );
     let accepted = device.expect_on(&topic("update/accepted"));
     assert_eq!(accepted["version"], 3);
     let (status, shadow) = app.get("/things/lamp/shadow");
     assert_eq!(status, 200);
     assert_eq!(shadow["version"], 3);
-    assert!(shadow["state"].get("delta").is_none(), "in sync, so no delta: {shadow}");
-    assert_eq!(shadow["state"]["reported"], json!({"color": "GREEN", "state": "ON"}));
+    assert!(
+        shadow["state"].get("delta").is_none(),
+        "in sync, so no delta: {shadow}"
+    );
+    assert_eq!(
+        shadow["state"]["reported"],
+        json!({"color": "GREEN", "state": "ON"})
+    );
     assert_eq!(shadow["state"]["desired"], json!({"color": "GREEN"}));
 
     // Malformed JSON is rejected and changes nothing.
@@ -73,25 +106,46 @@ fn lamp_story(service: Service, broker_port: u16) {
 
     // Nothing else arrives: in particular no delta after the device caught up.
     let late: Vec<_> = device.drain(Duration::from_millis(300));
-    assert!(late.iter().all(|(topic, _)| !topic.ends_with("/delta")), "unexpected delta: {late:?}");
+    assert!(
+        late.iter().all(|(topic, _)| !topic.ends_with("/delta")),
+        "unexpected delta: {late:?}"
+    );
 
     let data_dir = service.data_dir.clone();
     let (status, stderr) = service.stop();
-    assert!(status.success(), "shadowflow exited with {status}; stderr:\n{stderr}");
+    assert!(
+        status.success(),
+        "shadowflow exited with {status}; stderr:\n{stderr}"
+    );
 
     let rows = read_history(&data_dir.join("history"));
-    assert_eq!(rows.len(), 3, "one history row per accepted update: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        3,
+        "one history row per accepted update: {rows:?}"
+    );
     let mut rows = rows;
     rows.sort_by_key(|row| row["version"].as_i64());
-    let versions: Vec<i64> = rows.iter().map(|row| row["version"].as_i64().expect("version")).collect();
+    let versions: Vec<i64> = rows
+        .iter()
+        .map(|row| row["version"].as_i64().expect("version"))
+        .collect();
     assert_eq!(versions, [1, 2, 3]);
-    let origins: Vec<&str> = rows.iter().map(|row| row["origin"].as_str().expect("origin")).collect();
+    let origins: Vec<&str> = rows
+        .iter()
+        .map(|row| row["origin"].as_str().expect("origin"))
+        .collect();
     assert_eq!(origins, ["mqtt", "http", "mqtt"]);
-    assert!(rows.iter().all(|row| row["thing_name"] == "lamp" && row["shadow_name"].is_null()));
-    let delta: Value = serde_json::from_str(rows[1]["delta"].as_str().expect("delta of version 2")).expect("JSON");
+    assert!(
+        rows.iter()
+            .all(|row| row["thing_name"] == "lamp" && row["shadow_name"].is_null())
+    );
+    let delta: Value =
+        serde_json::from_str(rows[1]["delta"].as_str().expect("delta of version 2")).expect("JSON");
     assert_eq!(delta, json!({"color": "GREEN"}));
     assert!(rows[2]["delta"].is_null(), "version 3 is in sync");
-    let reported: Value = serde_json::from_str(rows[2]["reported"].as_str().expect("reported")).expect("JSON");
+    let reported: Value =
+        serde_json::from_str(rows[2]["reported"].as_str().expect("reported")).expect("JSON");
     assert_eq!(reported, json!({"color": "GREEN", "state": "ON"}));
     assert_eq!(rows[0]["client_token"], "report-1");
 }
@@ -124,7 +178,10 @@ fn http_errors_use_aws_documents() {
     let (status, body) = app.get("/things/nothing-here/shadow");
     assert_eq!(status, 404);
     assert_eq!(body["code"], 404);
-    assert_eq!(body["message"], "No shadow exists with name: 'nothing-here'");
+    assert_eq!(
+        body["message"],
+        "No shadow exists with name: 'nothing-here'"
+    );
 
     let (status, body) = app.post("/things/lamp/shadow", "{not json");
     assert_eq!(status, 400);

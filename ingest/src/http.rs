@@ -49,13 +49,18 @@ impl HttpReplies {
             Some(sender) => {
                 let _ = sender.send(reply);
             }
-            None => tracing::debug!(request_id = reply.request_id, "dropping reply of an HTTP request that stopped waiting"),
+            None => tracing::debug!(
+                request_id = reply.request_id,
+                "dropping reply of an HTTP request that stopped waiting"
+            ),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<HttpReply>>> {
         // A panic while holding this lock cannot leave the map inconsistent, so recover from poison.
-        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -71,7 +76,12 @@ pub struct HttpRequests {
 impl HttpRequests {
     /// Creates the request side; requests go to `sender` and replies arrive through `replies`.
     pub fn new(sender: RequestSender, replies: Arc<HttpReplies>, reply_timeout: Duration) -> Self {
-        HttpRequests { sender, replies, next_id: AtomicU64::new(1), reply_timeout }
+        HttpRequests {
+            sender,
+            replies,
+            next_id: AtomicU64::new(1),
+            reply_timeout,
+        }
     }
 
     /// Sends a request into the dataflow and waits for its reply.

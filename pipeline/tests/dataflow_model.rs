@@ -13,7 +13,7 @@ use pipeline::dataflow::{
 use pipeline::history::{HistoryRow, Origin};
 use pipeline::shadow::{Limits, ShadowKey};
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Collects everything the dataflow emits.
 #[derive(Default)]
@@ -35,10 +35,21 @@ impl ShadowOutputs for Collected {
 /// One generated request.
 #[derive(Clone, Debug)]
 enum Step {
-    Update { thing: usize, desired: Option<Value>, reported: Option<Value>, version_offset: Option<i64> },
-    Get { thing: usize },
-    Delete { thing: usize },
-    Malformed { thing: usize },
+    Update {
+        thing: usize,
+        desired: Option<Value>,
+        reported: Option<Value>,
+        version_offset: Option<i64>,
+    },
+    Get {
+        thing: usize,
+    },
+    Delete {
+        thing: usize,
+    },
+    Malformed {
+        thing: usize,
+    },
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -126,9 +137,13 @@ fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
 fn same_value(left: &Value, right: &Value) -> bool {
     match (left, right) {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y)),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+        }
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
         }
         _ => left == right,
     }
@@ -155,7 +170,9 @@ fn delta(desired: &Map<String, Value>, reported: &Map<String, Value>) -> Map<Str
 
 fn arrays_hold_null(value: &Value) -> bool {
     match value {
-        Value::Array(items) => items.iter().any(|item| item.is_null() || arrays_hold_null(item)),
+        Value::Array(items) => items
+            .iter()
+            .any(|item| item.is_null() || arrays_hold_null(item)),
         Value::Object(map) => map.values().any(arrays_hold_null),
         _ => false,
     }
@@ -163,7 +180,12 @@ fn arrays_hold_null(value: &Value) -> bool {
 
 fn apply_model(model: &mut ModelShadow, expected: &mut Expected, step: &Step) {
     match step {
-        Step::Update { desired, reported, version_offset, .. } => {
+        Step::Update {
+            desired,
+            reported,
+            version_offset,
+            ..
+        } => {
             let current = model.version;
             let conflict = version_offset.is_some_and(|offset| offset != 0);
             let nulls = desired.iter().chain(reported).any(arrays_hold_null);
@@ -171,7 +193,10 @@ fn apply_model(model: &mut ModelShadow, expected: &mut Expected, step: &Step) {
                 expected.rejected += 1;
                 return;
             }
-            for (section, patch) in [(&mut model.desired, desired), (&mut model.reported, reported)] {
+            for (section, patch) in [
+                (&mut model.desired, desired),
+                (&mut model.reported, reported),
+            ] {
                 match patch {
                     Some(Value::Null) => section.clear(),
                     Some(Value::Object(patch)) => merge(section, patch),
@@ -211,7 +236,12 @@ fn thing_name(index: usize) -> String {
 
 fn request(step: &Step, model_version: u64, index: usize) -> Request {
     let (thing, operation, payload) = match step {
-        Step::Update { thing, desired, reported, version_offset } => {
+        Step::Update {
+            thing,
+            desired,
+            reported,
+            version_offset,
+        } => {
             let mut state = Map::new();
             if let Some(desired) = desired {
                 state.insert("desired".to_owned(), desired.clone());
@@ -223,7 +253,11 @@ fn request(step: &Step, model_version: u64, index: usize) -> Request {
             if let Some(offset) = version_offset {
                 body["version"] = json!(model_version as i64 + offset);
             }
-            (*thing, Operation::Update, serde_json::to_vec(&body).expect("encode"))
+            (
+                *thing,
+                Operation::Update,
+                serde_json::to_vec(&body).expect("encode"),
+            )
         }
         Step::Get { thing } => (*thing, Operation::Get, Vec::new()),
         Step::Delete { thing } => (*thing, Operation::Delete, Vec::new()),
@@ -240,7 +274,11 @@ fn request(step: &Step, model_version: u64, index: usize) -> Request {
 }
 
 /// Runs `steps` through the dataflow on `workers` threads and returns what it emitted per thing.
-fn run_dataflow(steps: &[Step], workers: usize, things: usize) -> (BTreeMap<String, Expected>, Vec<HistoryRow>) {
+fn run_dataflow(
+    steps: &[Step],
+    workers: usize,
+    things: usize,
+) -> (BTreeMap<String, Expected>, Vec<HistoryRow>) {
     // The model is needed to fill in `version` for conditional updates.
     let mut models = vec![ModelShadow::default(); things];
     let mut scratch = Expected::default();
@@ -249,7 +287,10 @@ fn run_dataflow(steps: &[Step], workers: usize, things: usize) -> (BTreeMap<Stri
         .enumerate()
         .map(|(index, step)| {
             let thing = match step {
-                Step::Update { thing, .. } | Step::Get { thing } | Step::Delete { thing } | Step::Malformed { thing } => *thing,
+                Step::Update { thing, .. }
+                | Step::Get { thing }
+                | Step::Delete { thing }
+                | Step::Malformed { thing } => *thing,
             };
             let request = request(step, models[thing].version, index);
             apply_model(&mut models[thing], &mut scratch, step);
@@ -258,11 +299,18 @@ fn run_dataflow(steps: &[Step], workers: usize, things: usize) -> (BTreeMap<Stri
         .collect();
 
     let collected = Arc::new(Collected::default());
-    let config = DataflowConfig { workers, limits: Limits::default(), request_queue: 64 };
-    let (sender, handle) = dataflow::spawn(config, Arc::clone(&collected) as Arc<dyn ShadowOutputs>)
-        .expect("start dataflow");
+    let config = DataflowConfig {
+        workers,
+        limits: Limits::default(),
+        request_queue: 64,
+    };
+    let (sender, handle) =
+        dataflow::spawn(config, Arc::clone(&collected) as Arc<dyn ShadowOutputs>)
+            .expect("start dataflow");
     for request in requests {
-        sender.blocking_send(request).expect("dataflow accepts requests");
+        sender
+            .blocking_send(request)
+            .expect("dataflow accepts requests");
     }
     drop(sender);
     handle.join();
@@ -274,9 +322,16 @@ fn run_dataflow(steps: &[Step], workers: usize, things: usize) -> (BTreeMap<Stri
         let entry = observed.entry(thing).or_default();
         let document: Value = serde_json::from_slice(&message.payload).expect("payload is JSON");
         match (parts[4], parts[5]) {
-            ("update", "accepted") => entry.accepted.push(document["version"].as_u64().expect("version")),
-            ("update", "delta") => entry.deltas.push((document["version"].as_u64().expect("version"), document["state"].clone())),
-            ("delete", "accepted") => entry.deleted.push(document["version"].as_u64().expect("version")),
+            ("update", "accepted") => entry
+                .accepted
+                .push(document["version"].as_u64().expect("version")),
+            ("update", "delta") => entry.deltas.push((
+                document["version"].as_u64().expect("version"),
+                document["state"].clone(),
+            )),
+            ("delete", "accepted") => entry
+                .deleted
+                .push(document["version"].as_u64().expect("version")),
             (_, "rejected") => entry.rejected += 1,
             _ => {}
         }
@@ -285,14 +340,24 @@ fn run_dataflow(steps: &[Step], workers: usize, things: usize) -> (BTreeMap<Stri
     (observed, rows)
 }
 
-fn expected_outcomes(steps: &[Step], things: usize) -> (BTreeMap<String, Expected>, Vec<ModelShadow>) {
+fn expected_outcomes(
+    steps: &[Step],
+    things: usize,
+) -> (BTreeMap<String, Expected>, Vec<ModelShadow>) {
     let mut models = vec![ModelShadow::default(); things];
     let mut expected: BTreeMap<String, Expected> = BTreeMap::new();
     for step in steps {
         let thing = match step {
-            Step::Update { thing, .. } | Step::Get { thing } | Step::Delete { thing } | Step::Malformed { thing } => *thing,
+            Step::Update { thing, .. }
+            | Step::Get { thing }
+            | Step::Delete { thing }
+            | Step::Malformed { thing } => *thing,
         };
-        apply_model(&mut models[thing], expected.entry(thing_name(thing)).or_default(), step);
+        apply_model(
+            &mut models[thing],
+            expected.entry(thing_name(thing)).or_default(),
+            step,
+        );
     }
     expected.retain(|_, outcome| *outcome != Expected::default());
     (expected, models)
@@ -303,25 +368,69 @@ fn check(steps: &[Step], workers: usize) {
     let (expected, models) = expected_outcomes(steps, things);
     let (observed, rows) = run_dataflow(steps, workers, things);
     for (thing, want) in &expected {
-        let got = observed.get(thing).unwrap_or_else(|| panic!("no output for {thing} on {workers} workers"));
-        assert_eq!(got.accepted, want.accepted, "accepted versions of {thing} on {workers} workers");
-        assert_eq!(got.deleted, want.deleted, "deleted versions of {thing} on {workers} workers");
-        assert_eq!(got.rejected, want.rejected, "rejections of {thing} on {workers} workers");
-        assert_eq!(got.deltas.len(), want.deltas.len(), "delta count of {thing} on {workers} workers");
-        for ((got_version, got_state), (want_version, want_state)) in got.deltas.iter().zip(&want.deltas) {
-            assert_eq!(got_version, want_version, "delta version of {thing} on {workers} workers");
-            assert!(same_value(got_state, want_state), "delta of {thing} v{want_version} on {workers} workers: got {got_state}, want {want_state}");
+        let got = observed
+            .get(thing)
+            .unwrap_or_else(|| panic!("no output for {thing} on {workers} workers"));
+        assert_eq!(
+            got.accepted, want.accepted,
+            "accepted versions of {thing} on {workers} workers"
+        );
+        assert_eq!(
+            got.deleted, want.deleted,
+            "deleted versions of {thing} on {workers} workers"
+        );
+        assert_eq!(
+            got.rejected, want.rejected,
+            "rejections of {thing} on {workers} workers"
+        );
+        assert_eq!(
+            got.deltas.len(),
+            want.deltas.len(),
+            "delta count of {thing} on {workers} workers"
+        );
+        for ((got_version, got_state), (want_version, want_state)) in
+            got.deltas.iter().zip(&want.deltas)
+        {
+            assert_eq!(
+                got_version, want_version,
+                "delta version of {thing} on {workers} workers"
+            );
+            assert!(
+                same_value(got_state, want_state),
+                "delta of {thing} v{want_version} on {workers} workers: got {got_state}, want {want_state}"
+            );
         }
     }
-    assert_eq!(observed.len(), expected.len(), "things with output on {workers} workers");
+    assert_eq!(
+        observed.len(),
+        expected.len(),
+        "things with output on {workers} workers"
+    );
 
     // The last history row of each live thing holds its final document.
     for (index, model) in models.iter().enumerate().filter(|(_, model)| model.live) {
         let thing = thing_name(index);
-        let last = rows.iter().filter(|row| row.thing_name == thing).max_by_key(|row| row.version).expect("history row");
-        let parse = |text: &Option<String>| text.as_deref().map_or(Value::Object(Map::new()), |text| serde_json::from_str(text).expect("JSON column"));
-        assert!(same_value(&parse(&last.desired), &Value::Object(model.desired.clone())), "final desired of {thing}");
-        assert!(same_value(&parse(&last.reported), &Value::Object(model.reported.clone())), "final reported of {thing}");
+        let last = rows
+            .iter()
+            .filter(|row| row.thing_name == thing)
+            .max_by_key(|row| row.version)
+            .expect("history row");
+        let parse = |text: &Option<String>| {
+            text.as_deref().map_or(Value::Object(Map::new()), |text| {
+                serde_json::from_str(text).expect("JSON column")
+            })
+        };
+        assert!(
+            same_value(&parse(&last.desired), &Value::Object(model.desired.clone())),
+            "final desired of {thing}"
+        );
+        assert!(
+            same_value(
+                &parse(&last.reported),
+                &Value::Object(model.reported.clone())
+            ),
+            "final reported of {thing}"
+        );
     }
 }
 
@@ -344,11 +453,51 @@ proptest! {
 #[test]
 fn burst_in_one_epoch_publishes_every_delta() {
     let steps: Vec<Step> = (0..50)
-        .map(|i| Step::Update { thing: 0, desired: Some(json!({ "level": i })), reported: None, version_offset: None })
+        .map(|i| Step::Update {
+            thing: 0,
+            desired: Some(json!({ "level": i })),
+            reported: None,
+            version_offset: None,
+        })
         .collect();
     let (observed, _) = run_dataflow(&steps, 2, 1);
     let deltas = &observed["thing-0"].deltas;
     assert_eq!(deltas.len(), 50);
     let versions: Vec<u64> = deltas.iter().map(|(version, _)| *version).collect();
     assert_eq!(versions, (1..=50).collect::<Vec<u64>>());
+}
+
+/// Dropping the last request sender, from any thread and at any moment, must end the dataflow:
+/// the source has to see the closed channel even when it ran just before the close.
+#[test]
+fn dataflow_stops_when_senders_drop() {
+    for round in 0..300 {
+        let collected = Arc::new(Collected::default());
+        let config = DataflowConfig { workers: 2, limits: Limits::default(), request_queue: 8 };
+        let (sender, handle) =
+            dataflow::spawn(config, Arc::clone(&collected) as Arc<dyn ShadowOutputs>)
+                .expect("start dataflow");
+        let threads: Vec<_> = (0..3)
+            .map(|thread| {
+                let sender = sender.clone();
+                std::thread::spawn(move || {
+                    for index in 0..(round % 7) {
+                        let step = Step::Get { thing: thread };
+                        sender.blocking_send(request(&step, 0, index)).expect("send");
+                    }
+                })
+            })
+            .collect();
+        drop(sender);
+        for thread in threads {
+            thread.join().expect("sender thread");
+        }
+        let (done_sender, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            handle.join();
+            let _ = done_sender.send(());
+        });
+        done.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("dataflow still running 10 s after its senders dropped (round {round})"));
+    }
 }

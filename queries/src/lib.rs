@@ -18,4 +18,4 @@
 mod body;
 mod routes;
 
-pub use routes::{routes, serve, ApiState};
+pub use routes::{ApiState, routes, serve};

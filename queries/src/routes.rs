@@ -9,13 +9,13 @@ use std::sync::Arc;
 use ingest::http::{HttpRequests, SubmitError};
 use pipeline::dataflow::Operation;
 use pipeline::shadow::{
-    error_document, validate_shadow_name, validate_thing_name, Limits, ShadowError, ShadowKey,
+    Limits, ShadowError, ShadowKey, error_document, validate_shadow_name, validate_thing_name,
 };
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::body::{read_capped, BodyError};
+use crate::body::{BodyError, read_capped};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -40,10 +40,16 @@ pub fn routes(
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::body::stream())
         .and(with_state)
-        .then(|thing: String, method: Method, query: HashMap<String, String>, body, state: Arc<ApiState>| async move {
-            let body = read_capped(body, state.limits.max_payload_bytes).await;
-            handle_shadow(&state, &thing, &method, query.get("name"), body).await
-        });
+        .then(
+            |thing: String,
+             method: Method,
+             query: HashMap<String, String>,
+             body,
+             state: Arc<ApiState>| async move {
+                let body = read_capped(body, state.limits.max_payload_bytes).await;
+                handle_shadow(&state, &thing, &method, query.get("name"), body).await
+            },
+        );
 
     health.or(shadow).unify().recover(handle_rejection).unify()
 }
@@ -54,7 +60,11 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }
 
 async fn handle_shadow(
@@ -68,7 +78,15 @@ async fn handle_shadow(
         Method::GET => Operation::Get,
         Method::POST => Operation::Update,
         Method::DELETE => Operation::Delete,
-        _ => return error_response(&ShadowError::new(405, format!("method {method} is not allowed on a shadow; use GET, POST or DELETE")), None),
+        _ => {
+            return error_response(
+                &ShadowError::new(
+                    405,
+                    format!("method {method} is not allowed on a shadow; use GET, POST or DELETE"),
+                ),
+                None,
+            );
+        }
     };
     let key = match shadow_key(thing, shadow_name, &state.limits) {
         Ok(key) => key,
@@ -79,12 +97,16 @@ async fn handle_shadow(
         Err(BodyError::TooLarge) => return error_response(&ShadowError::payload_too_large(), None),
         Err(BodyError::Read(error)) => {
             tracing::debug!(thing = %key.thing_name, error = %error, "reading an HTTP request body failed");
-            return error_response(&ShadowError::new(400, format!("reading the request body failed: {error}")), None);
+            return error_response(
+                &ShadowError::new(400, format!("reading the request body failed: {error}")),
+                None,
+            );
         }
     };
     match state.requests.submit(key, operation, payload).await {
         Ok(reply) => {
-            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             json_response(status, reply.body)
         }
         Err(error @ SubmitError::Closed) => {
@@ -98,9 +120,16 @@ async fn handle_shadow(
 }
 
 /// Builds the key from the path and query, decoding percent-escapes and validating both names.
-fn shadow_key(thing: &str, shadow: Option<&String>, limits: &Limits) -> Result<ShadowKey, ShadowError> {
+fn shadow_key(
+    thing: &str,
+    shadow: Option<&String>,
+    limits: &Limits,
+) -> Result<ShadowKey, ShadowError> {
     let thing = percent_decode(thing).ok_or_else(|| {
-        ShadowError::new(400, format!("thing name {thing:?} is not valid percent-encoded UTF-8"))
+        ShadowError::new(
+            400,
+            format!("thing name {thing:?} is not valid percent-encoded UTF-8"),
+        )
     })?;
     validate_thing_name(&thing, limits)?;
     match shadow {
@@ -132,7 +161,10 @@ fn percent_decode(text: &str) -> Option<String> {
 
 async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if rejection.is_not_found() {
-        ShadowError::new(404, "no such route; shadows live under /things/{thingName}/shadow".to_owned())
+        ShadowError::new(
+            404,
+            "no such route; shadows live under /things/{thingName}/shadow".to_owned(),
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ShadowError::new(405, "method not allowed on this route".to_owned())
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
@@ -157,7 +189,6 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     )
     .into_response()
 }
-
 
 #[cfg(test)]
 mod tests {

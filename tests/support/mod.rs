@@ -24,7 +24,11 @@ pub fn free_port() -> u16 {
 /// Path of the shared data sets, which tests read but never copy.
 pub fn datasets_dir() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/raw");
-    assert!(path.is_dir(), "data sets not found at {}: they live beside the repository in shared/datasets/raw", path.display());
+    assert!(
+        path.is_dir(),
+        "data sets not found at {}: they live beside the repository in shared/datasets/raw",
+        path.display()
+    );
     path
 }
 
@@ -54,10 +58,25 @@ impl Service {
         Self::start(&["--mqtt-broker", broker], data_dir, workers)
     }
 
+    /// Starts the service with its embedded broker and extra `serve` flags.
+    pub fn start_embedded_with(extra: &[&str], data_dir: &Path, workers: usize) -> Service {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--mqtt-listen", &listen];
+        args.extend_from_slice(extra);
+        Self::start(&args, data_dir, workers)
+    }
+
     fn start(extra: &[&str], data_dir: &Path, workers: usize) -> Service {
         let workers = workers.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shadowflow"))
-            .args(["serve", "--http-listen", "127.0.0.1:0", "--workers", &workers, "--data-dir"])
+            .args([
+                "serve",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--workers",
+                &workers,
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info,rumqttd=warn,rumqttc=warn")
@@ -83,10 +102,16 @@ impl Service {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("shadowflow did not print its ready line within 60 s; stderr:\n{}", stderr.join().unwrap_or_default());
+                panic!(
+                    "shadowflow did not print its ready line within 60 s; stderr:\n{}",
+                    stderr.join().unwrap_or_default()
+                );
             }
         };
-        assert!(line.starts_with("shadowflow ready"), "unexpected first line: {line}");
+        assert!(
+            line.starts_with("shadowflow ready"),
+            "unexpected first line: {line}"
+        );
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|part| part.strip_prefix(name))
@@ -95,14 +120,28 @@ impl Service {
         };
         let http = field("http=");
         let mqtt = field("mqtt=");
-        let mqtt_port = mqtt.rsplit(':').next().and_then(|port| port.parse().ok()).expect("mqtt port");
-        Service { child: Some(child), http, mqtt, mqtt_port, data_dir: data_dir.to_owned(), stderr: Some(stderr) }
+        let mqtt_port = mqtt
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("mqtt port");
+        Service {
+            child: Some(child),
+            http,
+            mqtt,
+            mqtt_port,
+            data_dir: data_dir.to_owned(),
+            stderr: Some(stderr),
+        }
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its status and stderr.
     pub fn stop(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("service still running");
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
         let started = Instant::now();
         let status = loop {
@@ -115,7 +154,11 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stderr = self.stderr.take().map(|handle| handle.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|handle| handle.join().unwrap_or_default())
+            .unwrap_or_default();
         (status, stderr)
     }
 }
@@ -161,10 +204,17 @@ impl Mosquitto {
             .expect("start mosquitto");
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "mosquitto did not listen on port {port}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mosquitto did not listen on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Mosquitto { child, port, _dir: dir }
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// Broker URL.
@@ -191,7 +241,9 @@ impl Device {
     /// Connects to the broker on `port` and subscribes to `filters` at QoS 1.
     pub fn connect(id: &str, port: u16, filters: &[String]) -> Device {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(256 * 1024, 256 * 1024);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(256 * 1024, 256 * 1024);
         let (client, mut connection) = Client::new(options, 100);
         let (message_sender, messages) = mpsc::channel();
         let (ack_sender, acks) = mpsc::channel();
@@ -199,7 +251,8 @@ impl Device {
             for event in connection.iter() {
                 match event {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let payload = serde_json::from_slice(&publish.payload).unwrap_or(Value::Null);
+                        let payload =
+                            serde_json::from_slice(&publish.payload).unwrap_or(Value::Null);
                         if message_sender.send((publish.topic, payload)).is_err() {
                             break;
                         }
@@ -213,15 +266,24 @@ impl Device {
             }
         });
         for filter in filters {
-            client.subscribe(filter.clone(), QoS::AtLeastOnce).expect("subscribe");
-            acks.recv_timeout(MESSAGE_TIMEOUT).expect("SUBACK from the broker");
+            client
+                .subscribe(filter.clone(), QoS::AtLeastOnce)
+                .expect("subscribe");
+            acks.recv_timeout(MESSAGE_TIMEOUT)
+                .expect("SUBACK from the broker");
         }
-        Device { client, messages, acks }
+        Device {
+            client,
+            messages,
+            acks,
+        }
     }
 
     /// Publishes `payload` on `topic` at QoS 1.
     pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload.into()).expect("publish");
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .expect("publish");
     }
 
     /// Waits for the next message on `topic`, skipping others.
@@ -241,7 +303,10 @@ impl Device {
     pub fn drain(&self, window: Duration) -> Vec<(String, Value)> {
         let deadline = Instant::now() + window;
         let mut received = Vec::new();
-        while let Ok(message) = self.messages.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(message) = self
+            .messages
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             received.push(message);
         }
         received
@@ -262,12 +327,19 @@ impl Http {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Http { agent, base: base.to_owned() }
+        Http {
+            agent,
+            base: base.to_owned(),
+        }
     }
 
     /// `GET path`.
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.agent.get(format!("{}{path}", self.base)).call().expect("HTTP GET");
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .expect("HTTP GET");
         Self::read(response)
     }
 
@@ -285,7 +357,7 @@ impl Http {
     fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().expect("read body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, body)
     }
 }

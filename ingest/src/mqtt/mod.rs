@@ -5,6 +5,6 @@ mod address;
 mod config;
 mod source;
 
-pub use address::{BrokerAddress, InvalidBrokerAddress, DEFAULT_BROKER_HOST, DEFAULT_BROKER_PORT};
+pub use address::{BrokerAddress, DEFAULT_BROKER_HOST, DEFAULT_BROKER_PORT, InvalidBrokerAddress};
 pub use config::MqttClientConfig;
-pub use source::{now_ms, run_source, SourceReady};
+pub use source::{SourceReady, now_ms, run_source};

@@ -13,8 +13,8 @@ use pipeline::dataflow::{ReplyTo, Request, RequestSender};
 use pipeline::history::Origin;
 use pipeline::protocol::{ResponseKind, ShadowTopic, TopicError};
 use pipeline::shadow::{
-    decode_client_token, error_document, validate_shadow_name, validate_thing_name, Limits,
-    ShadowError,
+    Limits, ShadowError, decode_client_token, error_document, validate_shadow_name,
+    validate_thing_name,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::{oneshot, watch};
@@ -105,7 +105,15 @@ async fn forward(
     };
     let received_at_ms = now_ms();
     if let Err(error) = validate_names(&topic, limits) {
-        reject_invalid_name(client, limits, &topic, error, &publish.payload, received_at_ms).await;
+        reject_invalid_name(
+            client,
+            limits,
+            &topic,
+            error,
+            &publish.payload,
+            received_at_ms,
+        )
+        .await;
         return Ok(());
     }
     let request = Request {
@@ -137,10 +145,17 @@ async fn reject_invalid_name(
 ) {
     let client_token = decode_client_token(payload, limits).ok().flatten();
     tracing::debug!(thing = %topic.key.thing_name, error = %error, "rejected request with an invalid name");
-    let document = error_document(&error, received_at_ms.div_euclid(1000), client_token.as_deref());
+    let document = error_document(
+        &error,
+        received_at_ms.div_euclid(1000),
+        client_token.as_deref(),
+    );
     let response = ShadowTopic::response(&topic.key, topic.operation, ResponseKind::Rejected);
     let body = serde_json::to_vec(&document).unwrap_or_default();
-    if let Err(error) = client.publish(response, QoS::AtLeastOnce, false, body).await {
+    if let Err(error) = client
+        .publish(response, QoS::AtLeastOnce, false, body)
+        .await
+    {
         tracing::warn!(error = %error, "publishing a rejection failed");
     }
 }
@@ -160,6 +175,7 @@ async fn disconnect(client: &AsyncClient, event_loop: &mut EventLoop) {
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
-

@@ -19,6 +19,7 @@
 //! - `publisher`: MQTT connections, update encoding and PubAck counting.
 //! - `acks`: outstanding updates per row, connection failures and the PubAck timeout.
 //! - `progress`: progress bar on stderr, or periodic INFO logs when stderr is not a terminal.
+//! - `source`: [`replay_into_dataflow`], the in-process source that skips MQTT.
 //! - `summary`: live counters, skipped-row logging and [`ReplaySummary`].
 //! - `error`: [`ReplayError`] and [`ConfigError`].
 //!
@@ -58,6 +59,7 @@ mod error;
 mod progress;
 mod publisher;
 mod reader;
+mod source;
 mod summary;
 mod timestamp;
 
@@ -82,6 +84,7 @@ pub use dataset::{
 };
 pub use error::{ConfigError, ReplayError};
 pub use reader::{DatasetReader, ReplayRow, expand_paths};
+pub use source::{replay_into_dataflow, SourceTotals};
 pub use summary::ReplaySummary;
 
 use acks::AckTracker;

@@ -16,7 +16,7 @@ use super::version::{PendingDelta, ShadowVersion};
 use crate::history::{ChangeKind, HistoryRow};
 use crate::protocol::{ResponseKind, ShadowTopic};
 use crate::shadow::{
-    delete_document, delta_document, documents_document, error_document, get_document, ShadowKey,
+    ShadowKey, delete_document, delta_document, documents_document, error_document, get_document,
 };
 
 /// A message for the MQTT broker.
@@ -54,12 +54,29 @@ pub trait ShadowOutputs: Send + Sync + 'static {
 pub fn deliver_outcome(outcome: Outcome, outputs: &dyn ShadowOutputs) {
     match outcome {
         Outcome::Updated(updated) => deliver_update(*updated, outputs),
-        Outcome::Read { key, current, client_token, at_ms, reply_to } => {
-            let document =
-                get_document(&current.shadow, current.delta(), seconds(at_ms), client_token.as_deref());
+        Outcome::Read {
+            key,
+            current,
+            client_token,
+            at_ms,
+            reply_to,
+        } => {
+            let document = get_document(
+                &current.shadow,
+                current.delta(),
+                seconds(at_ms),
+                client_token.as_deref(),
+            );
             respond(outputs, &key, Operation::Get, reply_to, 200, &document);
         }
-        Outcome::Deleted { key, version, client_token, at_ms, origin, reply_to } => {
+        Outcome::Deleted {
+            key,
+            version,
+            client_token,
+            at_ms,
+            origin,
+            reply_to,
+        } => {
             let document = delete_document(version, seconds(at_ms), client_token.as_deref());
             respond(outputs, &key, Operation::Delete, reply_to, 200, &document);
             outputs.archive(HistoryRow {
@@ -76,7 +93,14 @@ pub fn deliver_outcome(outcome: Outcome, outputs: &dyn ShadowOutputs) {
                 delta: None,
             });
         }
-        Outcome::Rejected { key, operation, error, client_token, at_ms, reply_to } => {
+        Outcome::Rejected {
+            key,
+            operation,
+            error,
+            client_token,
+            at_ms,
+            reply_to,
+        } => {
             let document = error_document(&error, seconds(at_ms), client_token.as_deref());
             tracing::debug!(thing = %key.thing_name, operation = operation.as_str(),
                 code = error.code(), message = error.message(), "rejected shadow request");
@@ -86,7 +110,15 @@ pub fn deliver_outcome(outcome: Outcome, outputs: &dyn ShadowOutputs) {
 }
 
 fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
-    let Updated { key, previous, current, accepted, request_state, origin, reply_to } = updated;
+    let Updated {
+        key,
+        previous,
+        current,
+        accepted,
+        request_state,
+        origin,
+        reply_to,
+    } = updated;
     let at_s = current.updated_at_s();
     respond(outputs, &key, Operation::Update, reply_to, 200, &accepted);
 
@@ -150,7 +182,11 @@ fn respond(
     status: u16,
     document: &Value,
 ) {
-    let kind = if status == 200 { ResponseKind::Accepted } else { ResponseKind::Rejected };
+    let kind = if status == 200 {
+        ResponseKind::Accepted
+    } else {
+        ResponseKind::Rejected
+    };
     match reply_to {
         ReplyTo::Mqtt => outputs.publish(MqttMessage {
             topic: ShadowTopic::response(key, operation, kind),
@@ -165,7 +201,11 @@ fn respond(
                     payload: body.clone(),
                 });
             }
-            outputs.reply_http(HttpReply { request_id, status, body });
+            outputs.reply_http(HttpReply {
+                request_id,
+                status,
+                body,
+            });
         }
         ReplyTo::Nobody => {}
     }

@@ -2,8 +2,8 @@
 
 use differential_dataflow::VecCollection;
 
-use super::version::{PendingDelta, ShadowRecord};
 use super::Time;
+use super::version::{PendingDelta, ShadowRecord};
 use crate::shadow::ShadowKey;
 
 /// Derives pending deltas from the shadows collection.
@@ -18,7 +18,10 @@ pub trait PendingDeltas<'scope> {
 impl<'scope> PendingDeltas<'scope> for VecCollection<'scope, Time, ShadowRecord, isize> {
     fn pending_deltas(self) -> VecCollection<'scope, Time, (ShadowKey, PendingDelta), isize> {
         self.flat_map(|(key, version)| {
-            version.delta().is_some().then(|| (key, PendingDelta { version }))
+            version
+                .delta()
+                .is_some()
+                .then(|| (key, PendingDelta { version }))
         })
     }
 }

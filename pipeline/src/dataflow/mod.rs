@@ -31,17 +31,17 @@ mod version;
 
 use std::sync::{Arc, Mutex};
 
+use timely::WorkerConfig;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::WorkerConfig;
 
-pub use deliver::{deliver_delta, deliver_outcome, HttpReply, MqttMessage, ShadowOutputs};
+pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
 pub use deltas::PendingDeltas;
 pub use operator::MaintainShadows;
 pub use request::{Operation, ReplyTo, Request};
 pub use source::{
-    request_channel, request_source, DataflowClosed, RequestReceiver, RequestSender,
-    MAX_REQUESTS_PER_ACTIVATION,
+    DataflowClosed, MAX_REQUESTS_PER_ACTIVATION, RequestReceiver, RequestSender, request_channel,
+    request_source,
 };
 pub use state::{Change, Outcome, ShadowState, Updated};
 pub use version::{PendingDelta, ShadowRecord, ShadowVersion};
@@ -179,13 +179,16 @@ pub fn build(
         });
     });
 
-    shadows.pending_deltas().inner.sink(Pipeline, "Delta: Publish", move |(input, _frontier)| {
-        input.for_each(|_capability, changes| {
-            for ((key, pending), _time, diff) in changes.drain(..) {
-                if diff > 0 {
-                    deliver_delta(&key, &pending, outputs.as_ref());
+    shadows
+        .pending_deltas()
+        .inner
+        .sink(Pipeline, "Delta: Publish", move |(input, _frontier)| {
+            input.for_each(|_capability, changes| {
+                for ((key, pending), _time, diff) in changes.drain(..) {
+                    if diff > 0 {
+                        deliver_delta(&key, &pending, outputs.as_ref());
+                    }
                 }
-            }
+            });
         });
-    });
 }

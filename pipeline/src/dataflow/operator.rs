@@ -12,15 +12,15 @@
 //!   differential never consolidates two versions of one shadow into one change.
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::request::Request;
 use super::state::{Change, Outcome, ShadowState};
 use super::version::ShadowRecord;
-use super::{epoch_of, Time};
+use super::{Time, epoch_of};
 use crate::shadow::Limits;
 
 /// Collection changes of one input batch, before they are grouped by time.
@@ -35,20 +35,27 @@ pub trait MaintainShadows<'scope> {
     fn maintain_shadows(
         self,
         limits: Limits,
-    ) -> (Stream<'scope, Time, Vec<Outcome>>, VecCollection<'scope, Time, ShadowRecord, isize>);
+    ) -> (
+        Stream<'scope, Time, Vec<Outcome>>,
+        VecCollection<'scope, Time, ShadowRecord, isize>,
+    );
 }
 
 impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
     fn maintain_shadows(
         self,
         limits: Limits,
-    ) -> (Stream<'scope, Time, Vec<Outcome>>, VecCollection<'scope, Time, ShadowRecord, isize>) {
+    ) -> (
+        Stream<'scope, Time, Vec<Outcome>>,
+        VecCollection<'scope, Time, ShadowRecord, isize>,
+    ) {
         let mut builder = OperatorBuilder::new("Shadow: Apply".to_owned(), self.scope());
         let exchange = Exchange::new(|request: &Request| request.key.hashed());
         let mut input = builder.new_input(self, exchange);
         let (outcomes_output, outcomes) = builder.new_output::<Vec<Outcome>>();
         let (changes_output, changes) = builder.new_output::<TimedChanges>();
-        let mut outcomes_output = OutputBuilder::<_, CapacityBuilder<Outcome>>::from(outcomes_output);
+        let mut outcomes_output =
+            OutputBuilder::<_, CapacityBuilder<Outcome>>::from(outcomes_output);
         let mut changes_output = OutputBuilder::<_, CapacityBuilder<_>>::from(changes_output);
 
         builder.build(move |_capabilities| {
@@ -59,7 +66,9 @@ impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
                 let mut outcomes_handle = outcomes_output.activate();
                 let mut changes_handle = changes_output.activate();
                 input.for_each(|capability, requests| {
-                    let Some(&time) = capability.least() else { return };
+                    let Some(&time) = capability.least() else {
+                        return;
+                    };
                     for request in requests.drain(..) {
                         let (outcome, change) = state.apply(request, epoch_of(time));
                         batch_outcomes.push(outcome);
@@ -67,7 +76,9 @@ impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
                             push_change(&mut batch_changes, change_time, change);
                         }
                     }
-                    outcomes_handle.session(&capability).give_iterator(batch_outcomes.drain(..));
+                    outcomes_handle
+                        .session(&capability)
+                        .give_iterator(batch_outcomes.drain(..));
 
                     // Group changes by time; almost always they all share the input time.
                     batch_changes.sort_by_key(|(_, change_time, _)| *change_time);
@@ -77,7 +88,9 @@ impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
                             .take_while(|(_, other, _)| *other == change_time)
                             .count();
                         let delayed = capability.delayed(&change_time, 1);
-                        changes_handle.session(&delayed).give_iterator(batch_changes.drain(..run));
+                        changes_handle
+                            .session(&delayed)
+                            .give_iterator(batch_changes.drain(..run));
                     }
                 });
             }

@@ -11,8 +11,8 @@
 //! - The source wakes up through a timely `SyncActivator` when a sender adds a request to an
 //!   empty queue, so idle workers park instead of polling.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use timely::dataflow::operators::generic::operator::source;
@@ -21,7 +21,7 @@ use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc;
 
 use super::request::Request;
-use super::{epoch_start, Time};
+use super::{Time, epoch_start};
 
 /// Most requests the source emits per activation, so one burst cannot starve other operators.
 pub const MAX_REQUESTS_PER_ACTIVATION: usize = 4096;
@@ -41,20 +41,27 @@ struct Wakeup {
 
 impl Wakeup {
     fn wake(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            if let Some(activator) = self.activator.get() {
-                // An error means the worker has gone, and the next send reports the closed channel.
-                let _ = activator.activate();
-            }
+        if !self.pending.swap(true, Ordering::AcqRel)
+            && let Some(activator) = self.activator.get()
+        {
+            // An error means the worker has gone, and the next send reports the closed channel.
+            let _ = activator.activate();
         }
     }
 }
 
 /// Sends requests into the dataflow. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RequestSender {
-    channel: mpsc::Sender<Request>,
+    /// Always `Some` until `drop`, which releases it before waking the source.
+    channel: Option<mpsc::Sender<Request>>,
     wakeup: Arc<Wakeup>,
+}
+
+impl Clone for RequestSender {
+    fn clone(&self) -> Self {
+        RequestSender { channel: self.channel.clone(), wakeup: Arc::clone(&self.wakeup) }
+    }
 }
 
 impl RequestSender {
@@ -63,7 +70,8 @@ impl RequestSender {
     /// # Errors
     /// Returns [`DataflowClosed`] once the dataflow has shut down.
     pub async fn send(&self, request: Request) -> Result<(), DataflowClosed> {
-        self.channel.send(request).await.map_err(|_| DataflowClosed)?;
+        let channel = self.channel.as_ref().ok_or(DataflowClosed)?;
+        channel.send(request).await.map_err(|_| DataflowClosed)?;
         self.wakeup.wake();
         Ok(())
     }
@@ -76,7 +84,8 @@ impl RequestSender {
     /// # Panics
     /// Panics when called from within an async runtime.
     pub fn blocking_send(&self, request: Request) -> Result<(), DataflowClosed> {
-        self.channel.blocking_send(request).map_err(|_| DataflowClosed)?;
+        let channel = self.channel.as_ref().ok_or(DataflowClosed)?;
+        channel.blocking_send(request).map_err(|_| DataflowClosed)?;
         self.wakeup.wake();
         Ok(())
     }
@@ -84,8 +93,10 @@ impl RequestSender {
 
 impl Drop for RequestSender {
     fn drop(&mut self) {
-        // The source notices a closed channel only when it runs, so the last sender to go
-        // must wake it; waking on every drop is harmless.
+        // The source notices a closed channel only when it runs, so the last sender must wake
+        // it after the channel has closed: release the channel first, then wake. Waking on
+        // every drop is harmless.
+        drop(self.channel.take());
         self.wakeup.wake();
     }
 }
@@ -102,8 +113,14 @@ pub fn request_channel(capacity: usize) -> (RequestSender, RequestReceiver) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     let wakeup = Arc::new(Wakeup::default());
     (
-        RequestSender { channel: sender, wakeup: Arc::clone(&wakeup) },
-        RequestReceiver { channel: receiver, wakeup },
+        RequestSender {
+            channel: Some(sender),
+            wakeup: Arc::clone(&wakeup),
+        },
+        RequestReceiver {
+            channel: receiver,
+            wakeup,
+        },
     )
 }
 

@@ -17,11 +17,11 @@ use serde_json::Value;
 
 use super::request::{Operation, ReplyTo, Request};
 use super::version::ShadowVersion;
-use super::{epoch_start, Time};
+use super::{Time, epoch_start};
 use crate::history::Origin;
 use crate::shadow::{
-    accepted_document, apply_update, decode_client_token, decode_update, Limits, ShadowError,
-    ShadowKey,
+    Limits, ShadowError, ShadowKey, accepted_document, apply_update, decode_client_token,
+    decode_update,
 };
 
 /// Result of one request, for the requester and the history.
@@ -125,12 +125,18 @@ pub struct ShadowState {
 impl ShadowState {
     /// Creates an empty state that enforces `limits`.
     pub fn new(limits: Limits) -> Self {
-        ShadowState { entries: HashMap::new(), limits }
+        ShadowState {
+            entries: HashMap::new(),
+            limits,
+        }
     }
 
     /// Returns the number of live shadows.
     pub fn live_shadows(&self) -> usize {
-        self.entries.values().filter(|entry| entry.live.is_some()).count()
+        self.entries
+            .values()
+            .filter(|entry| entry.live.is_some())
+            .count()
     }
 
     /// Returns the live version of `key`, if any.
@@ -155,23 +161,31 @@ impl ShadowState {
         let decoded = match decode_update(&request.payload, &self.limits) {
             Ok(decoded) => decoded,
             Err(rejected) => {
-                return (rejected_outcome(request, rejected.error, rejected.client_token), None);
+                return (
+                    rejected_outcome(request, rejected.error, rejected.client_token),
+                    None,
+                );
             }
         };
         let entry = self.entries.entry(request.key.clone()).or_default();
         let current = entry.live.as_ref().map(|live| &live.shadow);
         let now_s = request.received_at_ms.div_euclid(1000);
-        let shadow =
-            match apply_update(current, entry.deleted_version, &decoded, now_s, &self.limits) {
-                Ok(shadow) => shadow,
-                Err(error) => {
-                    let token = decoded.client_token().map(str::to_owned);
-                    if entry.live.is_none() && entry.deleted_version == 0 {
-                        self.entries.remove(&request.key);
-                    }
-                    return (rejected_outcome(request, error, token), None);
+        let shadow = match apply_update(
+            current,
+            entry.deleted_version,
+            &decoded,
+            now_s,
+            &self.limits,
+        ) {
+            Ok(shadow) => shadow,
+            Err(error) => {
+                let token = decoded.client_token().map(str::to_owned);
+                if entry.live.is_none() && entry.deleted_version == 0 {
+                    self.entries.remove(&request.key);
                 }
-            };
+                return (rejected_outcome(request, error, token), None);
+            }
+        };
         let version = shadow.version();
         let current = ShadowVersion::new(
             shadow,
@@ -200,7 +214,9 @@ impl ShadowState {
     fn read(&self, request: Request) -> Outcome {
         let client_token = match decode_client_token(&request.payload, &self.limits) {
             Ok(token) => token,
-            Err(rejected) => return rejected_outcome(request, rejected.error, rejected.client_token),
+            Err(rejected) => {
+                return rejected_outcome(request, rejected.error, rejected.client_token);
+            }
         };
         match self.get(&request.key) {
             Some(current) => Outcome::Read {
@@ -221,10 +237,16 @@ impl ShadowState {
         let client_token = match decode_client_token(&request.payload, &self.limits) {
             Ok(token) => token,
             Err(rejected) => {
-                return (rejected_outcome(request, rejected.error, rejected.client_token), None);
+                return (
+                    rejected_outcome(request, rejected.error, rejected.client_token),
+                    None,
+                );
             }
         };
-        let Some(entry) = self.entries.get_mut(&request.key).filter(|entry| entry.live.is_some())
+        let Some(entry) = self
+            .entries
+            .get_mut(&request.key)
+            .filter(|entry| entry.live.is_some())
         else {
             let error = ShadowError::not_found(&request.key);
             return (rejected_outcome(request, error, client_token), None);
@@ -233,7 +255,11 @@ impl ShadowState {
         let version = removed.version();
         entry.deleted_version = version;
         let time = next_time(&mut entry.last_change, epoch);
-        let change = Change { key: request.key.clone(), retracted: Some(removed), inserted: None };
+        let change = Change {
+            key: request.key.clone(),
+            retracted: Some(removed),
+            inserted: None,
+        };
         let outcome = Outcome::Deleted {
             key: request.key,
             version,

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::shadow::{compute_delta, Delta, Shadow, ShadowKey};
+use crate::shadow::{Delta, Shadow, ShadowKey, compute_delta};
 
 /// A shadow as it was after one accepted update, with the facts of that update.
 ///
@@ -29,12 +29,19 @@ pub struct ShadowVersion {
 impl ShadowVersion {
     /// Wraps the result of an accepted update.
     pub fn new(shadow: Shadow, updated_at_ms: i64, client_token: Option<String>) -> Arc<Self> {
-        Arc::new(ShadowVersion { shadow, updated_at_ms, client_token, delta: OnceLock::new() })
+        Arc::new(ShadowVersion {
+            shadow,
+            updated_at_ms,
+            client_token,
+            delta: OnceLock::new(),
+        })
     }
 
     /// Returns the shadow's delta, or `None` when desired and reported agree.
     pub fn delta(&self) -> Option<&Delta> {
-        self.delta.get_or_init(|| compute_delta(&self.shadow)).as_ref()
+        self.delta
+            .get_or_init(|| compute_delta(&self.shadow))
+            .as_ref()
     }
 
     /// Returns the shadow version number.

@@ -78,7 +78,9 @@ impl ShadowTopic {
         let (thing, shadow, operation, extra) = match segments.as_slice() {
             [thing, "shadow", operation] => (*thing, None, *operation, None),
             [thing, "shadow", operation, extra] => (*thing, None, *operation, Some(*extra)),
-            [thing, "shadow", "name", shadow, operation] => (*thing, Some(*shadow), *operation, None),
+            [thing, "shadow", "name", shadow, operation] => {
+                (*thing, Some(*shadow), *operation, None)
+            }
             [thing, "shadow", "name", shadow, operation, extra] => {
                 (*thing, Some(*shadow), *operation, Some(*extra))
             }
@@ -158,7 +160,8 @@ mod tests {
 
     #[test]
     fn named_get_topic_parses() {
-        let topic = ShadowTopic::parse("$aws/things/lamp/shadow/name/cfg/get").expect("valid topic");
+        let topic =
+            ShadowTopic::parse("$aws/things/lamp/shadow/name/cfg/get").expect("valid topic");
         assert_eq!(topic.key, ShadowKey::named("lamp", "cfg"));
         assert_eq!(topic.operation, Operation::Get);
     }
@@ -171,17 +174,36 @@ mod tests {
 
     #[test]
     fn empty_and_wildcard_segments_are_rejected() {
-        for topic in ["$aws/things//shadow/update", "$aws/things/a+b/shadow/get",
-            "$aws/things/lamp/shadow/name//update", "$aws/things/lamp/shadow/name/#/delete"]
-        {
-            assert!(matches!(ShadowTopic::parse(topic), Err(TopicError::InvalidSegment(_))), "{topic}");
+        for topic in [
+            "$aws/things//shadow/update",
+            "$aws/things/a+b/shadow/get",
+            "$aws/things/lamp/shadow/name//update",
+            "$aws/things/lamp/shadow/name/#/delete",
+        ] {
+            assert!(
+                matches!(
+                    ShadowTopic::parse(topic),
+                    Err(TopicError::InvalidSegment(_))
+                ),
+                "{topic}"
+            );
         }
     }
 
     #[test]
     fn foreign_topics_are_not_shadow_topics() {
-        for topic in ["sensors/lamp", "$aws/things/lamp/jobs/get", "$aws/things/lamp/shadow/patch"] {
-            assert!(matches!(ShadowTopic::parse(topic), Err(TopicError::NotShadowTopic(_))), "{topic}");
+        for topic in [
+            "sensors/lamp",
+            "$aws/things/lamp/jobs/get",
+            "$aws/things/lamp/shadow/patch",
+        ] {
+            assert!(
+                matches!(
+                    ShadowTopic::parse(topic),
+                    Err(TopicError::NotShadowTopic(_))
+                ),
+                "{topic}"
+            );
         }
     }
 

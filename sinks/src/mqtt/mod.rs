@@ -2,4 +2,4 @@
 
 mod publisher;
 
-pub use publisher::{spawn_publisher, MessagePublisher, PublisherHandle, PublisherStats};
+pub use publisher::{MessagePublisher, PublisherHandle, PublisherStats, spawn_publisher};

@@ -9,8 +9,8 @@
 //! - The queue between workers and the forwarding task is unbounded so that workers never wait
 //!   on the network. Its length stays small while the broker keeps up; `queued()` reports it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ingest::mqtt::{BrokerAddress, MqttClientConfig};
@@ -53,7 +53,10 @@ impl MessagePublisher {
     /// Returns the number of messages queued but not yet passed to the connection.
     pub fn queued(&self) -> u64 {
         let stats = &self.stats;
-        stats.queued.load(Ordering::Relaxed).saturating_sub(stats.sent.load(Ordering::Relaxed))
+        stats
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(stats.sent.load(Ordering::Relaxed))
     }
 }
 
@@ -83,9 +86,19 @@ pub fn spawn_publisher(
     let (client, event_loop) = AsyncClient::new(config.options(broker, "responses"), 4096);
     let (sender, receiver) = mpsc::unbounded_channel();
     let stats = Arc::new(PublisherStats::default());
-    let connection = tokio::spawn(drive_connection(event_loop, broker.clone(), Arc::clone(&stats)));
+    let connection = tokio::spawn(drive_connection(
+        event_loop,
+        broker.clone(),
+        Arc::clone(&stats),
+    ));
     let forward = tokio::spawn(forward(client, receiver, connection, Arc::clone(&stats)));
-    (MessagePublisher { sender, stats: Arc::clone(&stats) }, PublisherHandle { forward, stats })
+    (
+        MessagePublisher {
+            sender,
+            stats: Arc::clone(&stats),
+        },
+        PublisherHandle { forward, stats },
+    )
 }
 
 async fn forward(
@@ -96,7 +109,9 @@ async fn forward(
 ) {
     while let Some(message) = receiver.recv().await {
         let topic = message.topic;
-        if let Err(error) = client.publish(topic.clone(), QoS::AtLeastOnce, false, message.payload).await
+        if let Err(error) = client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, message.payload)
+            .await
         {
             tracing::error!(topic = %topic, error = %error, "MQTT publisher connection closed; message lost");
             continue;
@@ -108,8 +123,12 @@ async fn forward(
     let started = Instant::now();
     while stats.acknowledged.load(Ordering::Relaxed) < stats.sent.load(Ordering::Relaxed) {
         if started.elapsed() > DRAIN_TIMEOUT {
-            let missing = stats.sent.load(Ordering::Relaxed) - stats.acknowledged.load(Ordering::Relaxed);
-            tracing::warn!(missing, "stopping the MQTT publisher with unacknowledged messages");
+            let missing =
+                stats.sent.load(Ordering::Relaxed) - stats.acknowledged.load(Ordering::Relaxed);
+            tracing::warn!(
+                missing,
+                "stopping the MQTT publisher with unacknowledged messages"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -118,7 +137,11 @@ async fn forward(
     let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
 }
 
-async fn drive_connection(mut event_loop: EventLoop, broker: BrokerAddress, stats: Arc<PublisherStats>) {
+async fn drive_connection(
+    mut event_loop: EventLoop,
+    broker: BrokerAddress,
+    stats: Arc<PublisherStats>,
+) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match event_loop.poll().await {
