@@ -32,7 +32,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,7 +4,7 @@
 //! the dataflow through a [`pipeline::dataflow::RequestSender`].
 //!
 //! # Layout
-//! - [`broker`]: the embedded MQTT broker (rumqttd).
+//! - [`broker`]: the embedded MQTT 3.1.1 broker.
 //! - [`mqtt`]: MQTT client settings shared with the sinks, and the request source.
 //! - [`http`]: requests from the HTTP API that wait for their replies.
 //! - [`replay`]: reading real device data sets and publishing each row as a device report.

@@ -79,7 +79,7 @@ impl Service {
             ])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "info,rumqttd=warn,rumqttc=warn")
+            .env("RUST_LOG", "info,rumqttc=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

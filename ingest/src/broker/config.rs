@@ -79,7 +79,9 @@ pub struct EmbeddedBrokerConfig {
 impl Default for EmbeddedBrokerConfig {
     fn default() -> Self {
         EmbeddedBrokerConfig {
-            listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address is valid"),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_inflight: DEFAULT_MAX_INFLIGHT,
@@ -98,10 +100,25 @@ impl EmbeddedBrokerConfig {
     pub fn validate(&self) -> Result<(), BrokerError> {
         let max_payload = MAX_REMAINING_LENGTH - MAX_PUBLISH_OVERHEAD_BYTES;
         check_range("max_payload_bytes", self.max_payload_bytes, 1, max_payload)?;
-        check_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS_LIMIT)?;
+        check_range(
+            "max_connections",
+            self.max_connections,
+            1,
+            MAX_CONNECTIONS_LIMIT,
+        )?;
         check_range("max_inflight", self.max_inflight, 1, usize::from(u16::MAX))?;
-        check_range("max_queued_messages", self.max_queued_messages, 1, usize::MAX)?;
-        check_range("max_queued_qos0_messages", self.max_queued_qos0_messages, 1, usize::MAX)?;
+        check_range(
+            "max_queued_messages",
+            self.max_queued_messages,
+            1,
+            usize::MAX,
+        )?;
+        check_range(
+            "max_queued_qos0_messages",
+            self.max_queued_qos0_messages,
+            1,
+            usize::MAX,
+        )?;
         let timeout = usize::try_from(self.connect_timeout_ms).unwrap_or(usize::MAX);
         check_range("connect_timeout_ms", timeout, 1, usize::MAX)
     }
@@ -109,7 +126,8 @@ impl EmbeddedBrokerConfig {
     /// Largest remaining length of an incoming packet: the payload limit plus the PUBLISH
     /// header.
     pub(crate) fn max_packet_bytes(&self) -> usize {
-        self.max_payload_bytes.saturating_add(MAX_PUBLISH_OVERHEAD_BYTES)
+        self.max_payload_bytes
+            .saturating_add(MAX_PUBLISH_OVERHEAD_BYTES)
     }
 
     /// Time a new connection has to send its CONNECT packet.
@@ -127,5 +145,10 @@ fn check_range(
     if (min..=max).contains(&value) {
         return Ok(());
     }
-    Err(BrokerError::InvalidConfig { field, value: value as u64, min: min as u64, max: max as u64 })
+    Err(BrokerError::InvalidConfig {
+        field,
+        value: value as u64,
+        min: min as u64,
+        max: max as u64,
+    })
 }

@@ -15,25 +15,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rumqttc::mqttbytes;
 use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::{self, Instant};
 
+use super::link::{ConnectRequest, ConnectionSignals, SessionHandle};
 use super::metrics::Counters;
 use super::protocol::{self, AcceptedConnect, ConnectionState, ProtocolError, Step};
-use super::router::{ConnectRequest, ConnectionSignals, SessionHandle};
 use super::shared::Shared;
+use super::transport::{READ_RESERVE_BYTES, Transport};
 
 /// Bytes waiting to be written above which the task takes no more messages from the session.
 const WRITE_HIGH_WATER_BYTES: usize = 64 * 1024;
-
-/// Bytes of free space kept in the read buffer before each read.
-const READ_RESERVE_BYTES: usize = 8 * 1024;
 
 /// Room for replies (PUBACK, SUBACK, PINGRESP) above a full write buffer before reading pauses.
 const REPLY_ALLOWANCE_BYTES: usize = 64 * 1024;
@@ -41,7 +37,7 @@ const REPLY_ALLOWANCE_BYTES: usize = 64 * 1024;
 /// Time allowed to send a CONNACK that rejects a connection.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why a connection ended.
+/// Reason a connection ended.
 #[derive(Debug)]
 enum CloseReason {
     /// The client sent DISCONNECT.
@@ -63,10 +59,13 @@ enum CloseReason {
 }
 
 impl CloseReason {
-    /// Whether the will is published: when the connection ends without DISCONNECT, except
-    /// at take-over (the router publishes it then) and at broker shutdown.
+    /// Returns whether the will is published. It is when the connection ends without
+    /// DISCONNECT, except at take-over (the router publishes it then) and at broker shutdown.
     fn publishes_will(&self) -> bool {
-        !matches!(self, CloseReason::Disconnected | CloseReason::TakenOver | CloseReason::Shutdown)
+        !matches!(
+            self,
+            CloseReason::Disconnected | CloseReason::TakenOver | CloseReason::Shutdown
+        )
     }
 }
 
@@ -85,59 +84,6 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// The socket halves and their buffers.
-struct Transport {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    read_buffer: BytesMut,
-    write_buffer: BytesMut,
-    max_packet_bytes: usize,
-}
-
-impl Transport {
-    fn new(stream: TcpStream, max_packet_bytes: usize) -> Self {
-        let (reader, writer) = stream.into_split();
-        Transport {
-            reader,
-            writer,
-            read_buffer: BytesMut::with_capacity(READ_RESERVE_BYTES),
-            write_buffer: BytesMut::with_capacity(READ_RESERVE_BYTES),
-            max_packet_bytes,
-        }
-    }
-
-    /// Decodes the next complete packet from the bytes read so far.
-    fn decode(&mut self) -> Result<Option<Packet>, ProtocolError> {
-        match Packet::read(&mut self.read_buffer, self.max_packet_bytes) {
-            Ok(packet) => Ok(Some(packet)),
-            Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-            Err(mqttbytes::Error::PayloadSizeLimitExceeded(size)) => {
-                Err(ProtocolError::PacketTooLarge { size, max: self.max_packet_bytes })
-            }
-            Err(error) => Err(ProtocolError::Malformed(error)),
-        }
-    }
-
-    /// Reads until one packet is complete; returns `None` when the client closes first.
-    async fn read_packet(&mut self) -> Result<Option<Packet>, ProtocolError> {
-        loop {
-            if let Some(packet) = self.decode()? {
-                return Ok(Some(packet));
-            }
-            self.read_buffer.reserve(READ_RESERVE_BYTES);
-            match self.reader.read_buf(&mut self.read_buffer).await {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
-            }
-        }
-    }
-
-    fn encode(&mut self, packet: &Packet) -> Result<(), mqttbytes::Error> {
-        // Outgoing packets are bounded by the incoming limits already, so no size cap here.
-        packet.write(&mut self.write_buffer, usize::MAX).map(drop)
-    }
-}
-
 /// Detaches the connection from its session when dropped, so that the session is detached
 /// and the will published even if the task panics.
 struct Registration {
@@ -146,9 +92,35 @@ struct Registration {
     publish_will: bool,
 }
 
+impl Registration {
+    /// Attaches the connection to its session in the router; returns the registration and
+    /// whether a stored session was resumed.
+    fn attach(
+        shared: &Arc<Shared>,
+        handle: SessionHandle,
+        accepted: &AcceptedConnect,
+        signals: Arc<ConnectionSignals>,
+    ) -> (Registration, bool) {
+        let session_present = shared.router().connect(ConnectRequest {
+            handle: handle.clone(),
+            clean_session: accepted.clean_session,
+            will: accepted.will.clone(),
+            signals,
+        });
+        let registration = Registration {
+            shared: Arc::clone(shared),
+            handle,
+            publish_will: true,
+        };
+        (registration, session_present)
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shared.router().disconnect(&self.handle, self.publish_will);
+        self.shared
+            .router()
+            .disconnect(&self.handle, self.publish_will);
     }
 }
 
@@ -160,27 +132,28 @@ pub(crate) async fn serve_connection(
     peer: SocketAddr,
     connection_id: u64,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(error = %error, "setting TCP_NODELAY failed");
     }
     let mut transport = Transport::new(stream, shared.limits.max_packet_bytes);
-    let Some(accepted) = handshake(&mut transport, &shared, connection_id).await else {
+    let accepted = tokio::select! {
+        accepted = handshake(&mut transport, &shared, connection_id) => accepted,
+        _ = shutdown.changed() => None,
+    };
+    let Some(accepted) = accepted else {
         return;
     };
     tracing::Span::current().record("client_id", &*accepted.client_id);
 
-    let handle = SessionHandle { client_id: Arc::clone(&accepted.client_id), connection_id };
+    let handle = SessionHandle {
+        client_id: Arc::clone(&accepted.client_id),
+        connection_id,
+    };
     let signals = Arc::new(ConnectionSignals::default());
-    let session_present = shared.router().connect(ConnectRequest {
-        handle: handle.clone(),
-        clean_session: accepted.clean_session,
-        will: accepted.will,
-        signals: Arc::clone(&signals),
-    });
-    let mut registration =
-        Registration { shared: Arc::clone(&shared), handle: handle.clone(), publish_will: true };
+    let (mut registration, session_present) =
+        Registration::attach(&shared, handle.clone(), &accepted, Arc::clone(&signals));
     tracing::debug!(client_id = %handle.client_id, session_present,
         keep_alive_s = accepted.keep_alive.as_secs(), "client connected");
 
@@ -210,31 +183,37 @@ async fn handshake(
     shared: &Shared,
     connection_id: u64,
 ) -> Option<AcceptedConnect> {
-    let first = match time::timeout(shared.limits.connect_timeout, transport.read_packet()).await {
+    let connect = match time::timeout(shared.limits.connect_timeout, transport.read_connect()).await
+    {
         Err(_elapsed) => {
-            tracing::debug!(timeout_ms = shared.limits.connect_timeout.as_millis() as u64,
-                "no CONNECT in time; closing the connection");
+            tracing::debug!(
+                timeout_ms = shared.limits.connect_timeout.as_millis() as u64,
+                "no CONNECT in time; closing the connection"
+            );
             return None;
         }
         Ok(Ok(None)) => {
             tracing::debug!("connection closed before CONNECT");
             return None;
         }
-        Ok(Ok(Some(packet))) => packet,
+        Ok(Ok(Some(connect))) => connect,
         Ok(Err(ProtocolError::Malformed(
             mqttbytes::Error::InvalidProtocol | mqttbytes::Error::InvalidProtocolLevel(_),
         ))) => {
+            tracing::warn!("rejecting CONNECT: only MQTT 3.1.1 is supported");
             reject_connect(transport, ConnectReturnCode::RefusedProtocolVersion).await;
             return None;
         }
         Ok(Err(error)) => return reject_malformed(shared, error),
     };
-    let Packet::Connect(connect) = first else {
-        return reject_malformed(shared, ProtocolError::NotConnect(protocol::packet_name(&first)));
-    };
+    if let Err(error) = protocol::check_will(&connect, shared.limits.max_payload_bytes) {
+        return reject_malformed(shared, error);
+    }
+    let client_id = connect.client_id.clone();
     match protocol::check_connect(connect, connection_id, &*shared.authorizer) {
         Ok(accepted) => Some(accepted),
         Err(code) => {
+            tracing::warn!(client_id, return_code = ?code, "rejecting CONNECT");
             reject_connect(transport, code).await;
             None
         }
@@ -243,9 +222,11 @@ async fn handshake(
 
 /// Sends a CONNACK with the rejecting return `code`; the caller then closes the connection.
 async fn reject_connect(transport: &mut Transport, code: ConnectReturnCode) {
-    tracing::warn!(return_code = ?code, "rejecting CONNECT");
     transport.write_buffer.clear();
-    if transport.encode(&Packet::ConnAck(ConnAck::new(code, false))).is_ok() {
+    if transport
+        .encode(&Packet::ConnAck(ConnAck::new(code, false)))
+        .is_ok()
+    {
         let write = transport.writer.write_all_buf(&mut transport.write_buffer);
         // The connection closes either way, so a failed or slow write changes nothing.
         let _ = time::timeout(REJECT_WRITE_TIMEOUT, write).await;
@@ -269,7 +250,10 @@ fn log_close(handle: &SessionHandle, reason: &CloseReason, counters: &Counters) 
             tracing::error!(client_id = %handle.client_id, error = %error,
                 "encoding a packet failed; closing the MQTT connection");
         }
-        _ => tracing::debug!(client_id = %handle.client_id, reason = %reason, "MQTT connection closed"),
+        _ => {
+            tracing::debug!(client_id = %handle.client_id, reason = %reason,
+                "MQTT connection closed");
+        }
     }
 }
 
@@ -292,10 +276,11 @@ impl Connection {
         let read_pause_bytes =
             WRITE_HIGH_WATER_BYTES + self.transport.max_packet_bytes + REPLY_ALLOWANCE_BYTES;
         loop {
-            if self.outgoing_ready && self.transport.write_buffer.len() < WRITE_HIGH_WATER_BYTES {
-                if let Err(reason) = self.fill_outgoing() {
-                    return reason;
-                }
+            if self.outgoing_ready
+                && self.transport.write_buffer.len() < WRITE_HIGH_WATER_BYTES
+                && let Err(reason) = self.fill_outgoing()
+            {
+                return reason;
             }
             let transport = &mut self.transport;
             transport.read_buffer.reserve(READ_RESERVE_BYTES);
@@ -373,7 +358,9 @@ impl Connection {
             .map_err(|_| CloseReason::TakenOver)?;
         self.outgoing_ready = batch.more;
         for publish in batch.packets {
-            self.transport.encode(&Packet::Publish(publish)).map_err(CloseReason::Encode)?;
+            self.transport
+                .encode(&Packet::Publish(publish))
+                .map_err(CloseReason::Encode)?;
         }
         Ok(())
     }

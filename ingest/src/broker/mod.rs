@@ -1,15 +1,18 @@
 //! The embedded MQTT 3.1.1 broker, for running the service with nothing else installed.
 //!
-//! AWS IoT devices subscribe to `$aws/things/{thing}/shadow/...` topics. General-purpose
-//! embedded brokers may reject filters that start with `$` (rumqttd 0.17 to 0.20 accepts
-//! only `$share`), so the service runs this small broker on rumqttc's MQTT 3.1.1 codec.
+//! AWS IoT devices subscribe to `$aws/things/{thing}/shadow/...` topics. rumqttd 0.17 to 0.20
+//! rejects every filter that starts with `$` except `$share` filters (`validate_subscription`
+//! in its `router/routing.rs`), so the service runs this small broker on rumqttc's MQTT 3.1.1
+//! codec instead.
 //!
 //! # Layout
 //! - [`config`]: [`EmbeddedBrokerConfig`] and its defaults.
 //! - `server`: the listener, one task per connection, and [`EmbeddedBroker`], the handle.
-//! - `connection`: the socket loop of one connection.
+//! - `connection`: the socket loop of one connection; `transport`: its socket halves,
+//!   buffers and packet codec.
 //! - `protocol`: CONNECT checks and the reaction to each client packet, without I/O.
-//! - `router`: sessions, subscriptions, retained messages and message routing, without I/O.
+//! - `router`: sessions, subscriptions, retained messages and message routing, without I/O;
+//!   `link`: the handle and wake-up signals that tie a connection to its session.
 //! - `session`: one session's queue, inflight window and packet ids.
 //! - `tree` and `topic`: the subscription index, filter validation and topic matching.
 //! - `auth`: the single place where CONNECT, SUBSCRIBE and PUBLISH are authorised.
@@ -33,7 +36,10 @@
 //! # async fn example() -> Result<(), ingest::broker::BrokerError> {
 //! use ingest::broker::{EmbeddedBrokerConfig, start_embedded_broker};
 //!
-//! let config = EmbeddedBrokerConfig { listen: "127.0.0.1:0".parse().expect("address"), ..Default::default() };
+//! let config = EmbeddedBrokerConfig {
+//!     listen: "127.0.0.1:0".parse().expect("loopback address"),
+//!     ..EmbeddedBrokerConfig::default()
+//! };
 //! let broker = start_embedded_broker(&config).await?;
 //! let port = broker.local_addr().port();
 //! // ... connect MQTT clients to 127.0.0.1:{port} ...
@@ -46,6 +52,7 @@ mod auth;
 pub mod config;
 mod connection;
 mod error;
+mod link;
 mod metrics;
 mod protocol;
 mod router;
@@ -53,6 +60,7 @@ mod server;
 mod session;
 mod shared;
 mod topic;
+mod transport;
 mod tree;
 
 pub use config::{

@@ -4,8 +4,9 @@
 //! # Notes
 //! - QoS 2 is not supported, as on AWS IoT: a QoS 2 PUBLISH, PUBREC, PUBREL or PUBCOMP from a
 //!   client closes its connection. A QoS 2 will message is published at QoS 1.
-//! - MQTT 3.1 (`MQIsdp`, level 3) and MQTT 5 clients get CONNACK "unacceptable protocol
-//!   version", because the codec reads only 3.1.1 packets.
+//! - MQTT 3.1 clients (`MQIsdp`, level 3) get CONNACK "unacceptable protocol version",
+//!   because the codec reads only 3.1.1 packets. So do MQTT 5 clients whose CONNECT the 3.1.1
+//!   codec can read. Other MQTT 5 CONNECT packets are malformed to it and close the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +18,15 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{self, Protocol, QoS};
 
 use super::auth::Authorizer;
+use super::link::{SessionHandle, SessionTakenOver};
 use super::metrics::Counters;
-use super::router::{SessionHandle, SessionTakenOver};
 use super::session::{Message, min_qos};
 use super::shared::Shared;
 use super::topic;
 use super::tree::ClientId;
 
 /// Prefix of the client ids that the broker assigns to clients that send an empty one.
-pub(crate) const ASSIGNED_CLIENT_ID_PREFIX: &str = "shadowflow-auto-";
+const ASSIGNED_CLIENT_ID_PREFIX: &str = "shadowflow-auto-";
 
 /// A protocol violation, which closes the client's connection.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +43,11 @@ pub(crate) enum ProtocolError {
         max: usize,
     },
     /// The first packet of the connection is not CONNECT.
-    #[error("first packet is {0}, not CONNECT")]
-    NotConnect(&'static str),
+    #[error("first packet starts with byte {first_byte:#04x}, not with a CONNECT header")]
+    NotConnect {
+        /// First byte received.
+        first_byte: u8,
+    },
     /// A second CONNECT arrived on the same connection.
     #[error("second CONNECT on one connection")]
     SecondConnect,
@@ -53,7 +57,10 @@ pub(crate) enum ProtocolError {
     /// A PUBLISH topic is empty or contains a wildcard or NUL character.
     #[error("invalid topic name {0:?} in PUBLISH")]
     InvalidTopic(String),
-    /// A PUBLISH payload exceeds `max_payload_bytes`.
+    /// A will topic is empty or contains a wildcard or NUL character.
+    #[error("invalid will topic {0:?} in CONNECT")]
+    InvalidWillTopic(String),
+    /// A PUBLISH or will payload exceeds `max_payload_bytes`.
     #[error("payload of {size} bytes exceeds the {max}-byte limit")]
     PayloadTooLarge {
         /// Size of the payload received.
@@ -82,8 +89,8 @@ pub(crate) struct AcceptedConnect {
     pub(crate) will: Option<Message>,
 }
 
-/// Checks a CONNECT packet and returns what the connection asks for, or the CONNACK return
-/// code that rejects it.
+/// Checks a CONNECT packet and returns the accepted connection settings, or the CONNACK
+/// return code that rejects it.
 ///
 /// An empty client id gets an assigned one when clean session is set, and is rejected
 /// otherwise (MQTT 3.1.1 section 3.1.3.1).
@@ -115,7 +122,28 @@ pub(crate) fn check_connect(
     })
 }
 
-/// What the connection does after a packet was handled.
+/// Checks the will of a CONNECT packet like a PUBLISH: a valid topic name, and a payload
+/// within `max_payload_bytes`.
+///
+/// # Errors
+/// Returns the [`ProtocolError`] that closes the connection without CONNACK.
+pub(crate) fn check_will(connect: &Connect, max_payload_bytes: usize) -> Result<(), ProtocolError> {
+    let Some(will) = &connect.last_will else {
+        return Ok(());
+    };
+    if !topic::is_valid_topic(&will.topic) {
+        return Err(ProtocolError::InvalidWillTopic(will.topic.clone()));
+    }
+    if will.message.len() > max_payload_bytes {
+        return Err(ProtocolError::PayloadTooLarge {
+            size: will.message.len(),
+            max: max_payload_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Next action of the connection after a handled packet.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     /// Nothing to send.
@@ -148,7 +176,7 @@ impl ConnectionState {
         ConnectionState { handle }
     }
 
-    /// The session this connection owns.
+    /// Returns the handle of the session this connection owns.
     pub(crate) fn handle(&self) -> &SessionHandle {
         &self.handle
     }
@@ -157,7 +185,11 @@ impl ConnectionState {
     ///
     /// # Errors
     /// Returns the [`ProtocolError`] that must close the connection.
-    pub(crate) fn handle_packet(&mut self, shared: &Shared, packet: Packet) -> Result<Step, ProtocolError> {
+    pub(crate) fn handle_packet(
+        &mut self,
+        shared: &Shared,
+        packet: Packet,
+    ) -> Result<Step, ProtocolError> {
         let step = match packet {
             Packet::Publish(publish) => self.handle_publish(shared, publish)?,
             Packet::PubAck(ack) => match shared.router().acknowledge(&self.handle, ack.pkid) {
@@ -188,9 +220,15 @@ impl ConnectionState {
         }
         let max = shared.limits.max_payload_bytes;
         if publish.payload.len() > max {
-            return Err(ProtocolError::PayloadTooLarge { size: publish.payload.len(), max });
+            return Err(ProtocolError::PayloadTooLarge {
+                size: publish.payload.len(),
+                max,
+            });
         }
-        if !shared.authorizer.authorize_publish(&self.handle.client_id, &publish.topic) {
+        if !shared
+            .authorizer
+            .authorize_publish(&self.handle.client_id, &publish.topic)
+        {
             return Err(ProtocolError::PublishNotAuthorized(publish.topic));
         }
         Counters::add(&shared.counters.messages_received, 1);
@@ -213,7 +251,10 @@ impl ConnectionState {
         let mut return_codes = Vec::with_capacity(subscribe.filters.len());
         let mut router = shared.router();
         for filter in &subscribe.filters {
-            if !shared.authorizer.authorize_subscribe(&self.handle.client_id, &filter.path) {
+            if !shared
+                .authorizer
+                .authorize_subscribe(&self.handle.client_id, &filter.path)
+            {
                 tracing::debug!(client_id = %self.handle.client_id, filter = %filter.path,
                     "subscription not authorised");
                 return_codes.push(SubscribeReasonCode::Failure);
@@ -228,7 +269,10 @@ impl ConnectionState {
     }
 
     fn handle_unsubscribe(&mut self, shared: &Shared, unsubscribe: Unsubscribe) -> Step {
-        match shared.router().unsubscribe(&self.handle, &unsubscribe.topics) {
+        match shared
+            .router()
+            .unsubscribe(&self.handle, &unsubscribe.topics)
+        {
             Ok(()) => Step::Reply(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))),
             Err(taken_over) => taken_over.into(),
         }

@@ -20,35 +20,12 @@ use std::sync::Arc;
 
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::SubscribeReasonCode;
-use tokio::sync::Notify;
 
+use super::link::{ConnectRequest, ConnectionSignals, SessionHandle, SessionTakenOver};
 use super::metrics::Counters;
 use super::session::{Enqueued, Message, OutgoingBatch, Session, SessionLimits, min_qos};
 use super::topic;
 use super::tree::{ClientId, SubscriptionTree};
-
-/// Wake-ups from the router to one connection task.
-#[derive(Debug, Default)]
-pub(crate) struct ConnectionSignals {
-    /// Notified when the session has new messages to send.
-    pub(crate) outgoing: Notify,
-    /// Notified when another connection with the same client id took the session over.
-    pub(crate) replaced: Notify,
-}
-
-/// Identifies the connection that currently owns a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SessionHandle {
-    /// Client id of the session.
-    pub(crate) client_id: ClientId,
-    /// Broker-wide number of the connection, unique for the broker's lifetime.
-    pub(crate) connection_id: u64,
-}
-
-/// The operation was refused because another connection has taken the session over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("another connection with the same client id took over the session")]
-pub(crate) struct SessionTakenOver;
 
 /// A connection attached to a session.
 #[derive(Debug)]
@@ -62,19 +39,6 @@ struct Link {
 struct SessionEntry {
     session: Session,
     link: Option<Link>,
-}
-
-/// What a connection asks for in its CONNECT packet, after the CONNECT checks.
-#[derive(Debug)]
-pub(crate) struct ConnectRequest {
-    /// Session to attach to.
-    pub(crate) handle: SessionHandle,
-    /// Whether to discard any stored session, and to end this one with the connection.
-    pub(crate) clean_session: bool,
-    /// Message to publish if the connection ends without DISCONNECT.
-    pub(crate) will: Option<Message>,
-    /// Wake-ups for the connection's task.
-    pub(crate) signals: Arc<ConnectionSignals>,
 }
 
 /// All routing state of the broker.
@@ -102,7 +66,7 @@ impl Router {
     /// Attaches a new connection to its session and returns whether a stored persistent
     /// session was resumed (CONNACK session present).
     ///
-    /// A connection that holds the session already is told to close, and its will is
+    /// A connection that owns the session already gets the signal to close, and its will is
     /// published. A clean-session request, or a stored clean session, starts a new session.
     pub(crate) fn connect(&mut self, request: ConnectRequest) -> bool {
         let client_id = Arc::clone(&request.handle.client_id);
@@ -129,7 +93,13 @@ impl Router {
             signals: request.signals,
             will: request.will,
         };
-        self.sessions.insert(client_id, SessionEntry { session, link: Some(link) });
+        self.sessions.insert(
+            client_id,
+            SessionEntry {
+                session,
+                link: Some(link),
+            },
+        );
         if let Some(will) = replaced_will {
             self.publish(will);
         }
@@ -152,6 +122,9 @@ impl Router {
                 self.remove_subscriptions(&handle.client_id, &entry.session);
             }
         } else {
+            // TODO: expire offline persistent sessions. Until then each one keeps its
+            // subscriptions and up to `max_queued_messages` messages until its client connects
+            // again with clean session set.
             entry.session.suspend();
         }
         if let (true, Some(will)) = (publish_will, will) {
@@ -173,7 +146,8 @@ impl Router {
     ) -> Result<SubscribeReasonCode, SessionTakenOver> {
         let entry = self.linked_entry(handle)?;
         let Some(spec) = topic::parse_filter(filter) else {
-            tracing::debug!(client_id = %handle.client_id, filter, "rejecting invalid topic filter");
+            tracing::debug!(client_id = %handle.client_id, filter,
+                "rejecting invalid topic filter");
             return Ok(SubscribeReasonCode::Failure);
         };
         let granted = min_qos(requested, QoS::AtLeastOnce);
@@ -196,9 +170,14 @@ impl Router {
         filters: &[String],
     ) -> Result<(), SessionTakenOver> {
         let entry = self.linked_entry(handle)?;
-        let removed: Vec<&String> =
-            filters.iter().filter(|filter| entry.session.unsubscribe(filter)).collect();
-        for spec in removed.into_iter().filter_map(|filter| topic::parse_filter(filter)) {
+        let removed: Vec<&String> = filters
+            .iter()
+            .filter(|filter| entry.session.unsubscribe(filter))
+            .collect();
+        for spec in removed
+            .into_iter()
+            .filter_map(|filter| topic::parse_filter(filter))
+        {
             self.subscriptions.remove(spec, &handle.client_id);
         }
         Ok(())
@@ -227,7 +206,10 @@ impl Router {
             if message.payload.is_empty() {
                 self.retained.remove(&message.topic);
             } else {
-                self.retained.insert(Arc::clone(&message.topic), message.clone());
+                // NOTE: the retained store has no bound on its number of topics; each topic
+                // keeps one message of up to `max_payload_bytes`.
+                self.retained
+                    .insert(Arc::clone(&message.topic), message.clone());
             }
         }
         self.route(message);
@@ -245,7 +227,8 @@ impl Router {
     ) -> Result<(), SessionTakenOver> {
         let entry = self.linked_entry(handle)?;
         if !entry.session.acknowledge(packet_id) {
-            tracing::debug!(client_id = %handle.client_id, packet_id, "ignoring PUBACK for unknown packet id");
+            tracing::debug!(client_id = %handle.client_id, packet_id,
+                "ignoring PUBACK for unknown packet id");
         }
         Ok(())
     }
@@ -278,13 +261,16 @@ impl Router {
         self.retained.len()
     }
 
-    /// Whether no session holds any subscription.
+    /// Returns whether no session has any subscription.
     #[cfg(test)]
     pub(crate) fn has_no_subscriptions(&self) -> bool {
         self.subscriptions.is_empty()
     }
 
-    fn linked_entry(&mut self, handle: &SessionHandle) -> Result<&mut SessionEntry, SessionTakenOver> {
+    fn linked_entry(
+        &mut self,
+        handle: &SessionHandle,
+    ) -> Result<&mut SessionEntry, SessionTakenOver> {
         match self.sessions.get_mut(&handle.client_id) {
             Some(entry) if is_linked(entry, handle) => Ok(entry),
             _ => Err(SessionTakenOver),
@@ -296,20 +282,36 @@ impl Router {
         let mut targets: HashMap<ClientId, QoS> = HashMap::new();
         let mut group_targets: Vec<(ClientId, QoS)> = Vec::new();
         let sessions = &self.sessions;
-        let is_connected = |client_id: &str| sessions.get(client_id).is_some_and(|entry| entry.link.is_some());
-        self.subscriptions.for_each_match(&message.topic, &mut |subscribers| {
-            for (client_id, &qos) in &subscribers.clients {
-                match targets.entry(Arc::clone(client_id)) {
-                    Entry::Occupied(mut highest) => *highest.get_mut() = max_qos(*highest.get(), qos),
-                    Entry::Vacant(slot) => {
-                        slot.insert(qos);
+        let is_connected = |client_id: &str| {
+            sessions
+                .get(client_id)
+                .is_some_and(|entry| entry.link.is_some())
+        };
+        self.subscriptions
+            .for_each_match(&message.topic, &mut |subscribers| {
+                for (client_id, &qos) in &subscribers.clients {
+                    match targets.entry(Arc::clone(client_id)) {
+                        Entry::Occupied(mut highest) => {
+                            *highest.get_mut() = max_qos(*highest.get(), qos)
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(qos);
+                        }
                     }
                 }
-            }
-            group_targets.extend(subscribers.groups.values().filter_map(|group| group.choose(is_connected)));
-        });
+                group_targets.extend(
+                    subscribers
+                        .groups
+                        .values()
+                        .filter_map(|group| group.choose(is_connected)),
+                );
+            });
         for (client_id, granted) in targets.into_iter().chain(group_targets) {
-            let copy = Message { qos: min_qos(message.qos, granted), retain: false, ..message.clone() };
+            let copy = Message {
+                qos: min_qos(message.qos, granted),
+                retain: false,
+                ..message.clone()
+            };
             self.deliver(&client_id, copy);
         }
     }
@@ -319,7 +321,11 @@ impl Router {
             .retained
             .values()
             .filter(|retained| topic::matches(filter, &retained.topic))
-            .map(|retained| Message { qos: min_qos(retained.qos, granted), retain: true, ..retained.clone() })
+            .map(|retained| Message {
+                qos: min_qos(retained.qos, granted),
+                retain: true,
+                ..retained.clone()
+            })
             .collect();
         for message in matching {
             self.deliver(client_id, message);
@@ -337,8 +343,11 @@ impl Router {
             Enqueued::QueuedDroppingOldest { first } => {
                 Counters::add(&self.counters.queued_dropped, 1);
                 if first {
-                    tracing::warn!(client_id, max_queued_messages = self.limits.max_queued_messages,
-                        "session queue full; dropping its oldest messages (further drops are only counted)");
+                    tracing::warn!(
+                        client_id,
+                        max_queued_messages = self.limits.max_queued_messages,
+                        "session queue full; dropping its oldest messages, and counting later drops"
+                    );
                 }
             }
             Enqueued::DroppedQos0 => Counters::add(&self.counters.qos0_dropped, 1),
@@ -359,9 +368,16 @@ impl Router {
 }
 
 fn is_linked(entry: &SessionEntry, handle: &SessionHandle) -> bool {
-    entry.link.as_ref().is_some_and(|link| link.connection_id == handle.connection_id)
+    entry
+        .link
+        .as_ref()
+        .is_some_and(|link| link.connection_id == handle.connection_id)
 }
 
 fn max_qos(first: QoS, second: QoS) -> QoS {
-    if (first as u8) >= (second as u8) { first } else { second }
+    if (first as u8) >= (second as u8) {
+        first
+    } else {
+        second
+    }
 }

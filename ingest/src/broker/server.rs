@@ -32,7 +32,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// # async fn example() -> Result<(), ingest::broker::BrokerError> {
 /// use ingest::broker::{EmbeddedBrokerConfig, start_embedded_broker};
 ///
-/// let config = EmbeddedBrokerConfig { listen: "127.0.0.1:0".parse().expect("address"), ..Default::default() };
+/// let config = EmbeddedBrokerConfig {
+///     listen: "127.0.0.1:0".parse().expect("loopback address"),
+///     ..EmbeddedBrokerConfig::default()
+/// };
 /// let broker = start_embedded_broker(&config).await?;
 /// println!("MQTT broker on {}", broker.local_addr());
 /// broker.shutdown().await;
@@ -69,10 +72,12 @@ pub(crate) async fn start_with_authorizer(
 ) -> Result<EmbeddedBroker, BrokerError> {
     config.validate()?;
     let address = config.listen;
-    let listener =
-        TcpListener::bind(address).await.map_err(|source| BrokerError::Bind { address, source })?;
-    let local_addr =
-        listener.local_addr().map_err(|source| BrokerError::Bind { address, source })?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| BrokerError::Bind { address, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| BrokerError::Bind { address, source })?;
     let shared = Arc::new(Shared::new(config, authorizer));
     let counters = Arc::clone(&shared.counters);
     let slots = Arc::new(Semaphore::new(config.max_connections));
@@ -105,7 +110,9 @@ impl EmbeddedBroker {
 
     /// Current counter values.
     pub fn metrics(&self) -> BrokerMetrics {
-        let open = self.max_connections.saturating_sub(self.slots.available_permits());
+        let open = self
+            .max_connections
+            .saturating_sub(self.slots.available_permits());
         self.counters.snapshot(open as u64)
     }
 
@@ -150,10 +157,12 @@ impl Acceptor {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         next_connection_id += 1;
-                        self.admit(&mut connections, stream, peer, next_connection_id, &mut at_limit);
+                        let connection_id = next_connection_id;
+                        self.admit(&mut connections, stream, peer, connection_id, &mut at_limit);
                     }
                     Err(error) => {
-                        tracing::warn!(error = %error, "accepting an MQTT connection failed; retrying");
+                        tracing::warn!(error = %error,
+                            "accepting an MQTT connection failed; retrying");
                         tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
                     }
                 },
@@ -199,8 +208,11 @@ async fn close_connections(mut connections: JoinSet<()>) {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(remaining = connections.len(), timeout_s = SHUTDOWN_TIMEOUT.as_secs(),
-            "MQTT connections did not close in time; aborting them");
+        tracing::warn!(
+            remaining = connections.len(),
+            timeout_s = SHUTDOWN_TIMEOUT.as_secs(),
+            "MQTT connections did not close in time; aborting them"
+        );
         connections.shutdown().await;
     }
 }

@@ -2,7 +2,7 @@
 //! its client, and the QoS 1 messages sent but not yet acknowledged.
 //!
 //! # Notes
-//! - One queue holds the waiting messages of both QoS levels in routing order, so a client
+//! - One queue contains the waiting messages of both QoS levels in routing order, so a client
 //!   receives each publisher's messages in the order they were published. When the inflight
 //!   window is full, a QoS 0 message waits behind the QoS 1 message at the head of the queue.
 //! - After a reconnect, the unacknowledged messages are sent again with DUP set, in their
@@ -91,7 +91,11 @@ pub(crate) struct Session {
 
 /// Returns the lower of two QoS levels.
 pub(crate) fn min_qos(first: QoS, second: QoS) -> QoS {
-    if (first as u8) <= (second as u8) { first } else { second }
+    if (first as u8) <= (second as u8) {
+        first
+    } else {
+        second
+    }
 }
 
 impl Session {
@@ -108,7 +112,7 @@ impl Session {
         }
     }
 
-    /// Whether the session ends with its connection.
+    /// Returns whether the session ends with its connection.
     pub(crate) fn clean_session(&self) -> bool {
         self.clean_session
     }
@@ -162,7 +166,9 @@ impl Session {
         let mut outcome = Enqueued::Queued;
         if self.queue.len() >= limits.max_queued_messages {
             self.queue.pop_front();
-            outcome = Enqueued::QueuedDroppingOldest { first: !self.has_dropped };
+            outcome = Enqueued::QueuedDroppingOldest {
+                first: !self.has_dropped,
+            };
             self.has_dropped = true;
         }
         self.queue.push_back(message);
@@ -173,7 +179,11 @@ impl Session {
     /// connection (with DUP), then queued messages while the inflight window has room.
     /// Stops once the packets hold `max_bytes` of topic and payload, but always takes at
     /// least one packet when one can be sent.
-    pub(crate) fn take_outgoing(&mut self, limits: &SessionLimits, max_bytes: usize) -> OutgoingBatch {
+    pub(crate) fn take_outgoing(
+        &mut self,
+        limits: &SessionLimits,
+        max_bytes: usize,
+    ) -> OutgoingBatch {
         let mut batch = OutgoingBatch::default();
         let mut bytes = 0;
         while bytes < max_bytes.max(1) {
@@ -189,7 +199,10 @@ impl Session {
 
     /// Removes the acknowledged message `packet_id`; returns whether it was inflight.
     pub(crate) fn acknowledge(&mut self, packet_id: u16) -> bool {
-        let Some(position) = self.inflight.iter().position(|entry| entry.packet_id == packet_id)
+        let Some(position) = self
+            .inflight
+            .iter()
+            .position(|entry| entry.packet_id == packet_id)
         else {
             return false;
         };
@@ -253,7 +266,11 @@ impl Session {
         for _ in 0..u16::MAX {
             let packet_id = self.next_packet_id;
             self.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|entry| entry.packet_id == packet_id) {
+            if !self
+                .inflight
+                .iter()
+                .any(|entry| entry.packet_id == packet_id)
+            {
                 return packet_id;
             }
         }

@@ -26,12 +26,17 @@ pub(crate) struct FilterSpec<'a> {
 /// it: `$share/ingest/$aws/things/+/shadow/update`.
 pub(crate) fn parse_filter(filter: &str) -> Option<FilterSpec<'_>> {
     let Some(shared) = filter.strip_prefix(SHARED_PREFIX) else {
-        return is_valid_filter(filter).then_some(FilterSpec { group: None, filter });
+        return is_valid_filter(filter).then_some(FilterSpec {
+            group: None,
+            filter,
+        });
     };
     let (group, inner) = shared.split_once('/')?;
     let group_is_valid = !group.is_empty() && !group.contains(['+', '#', '\0']);
-    (group_is_valid && is_valid_filter(inner))
-        .then_some(FilterSpec { group: Some(group), filter: inner })
+    (group_is_valid && is_valid_filter(inner)).then_some(FilterSpec {
+        group: Some(group),
+        filter: inner,
+    })
 }
 
 /// Returns whether `filter` is a valid topic filter: not empty, no NUL character, and each

@@ -4,7 +4,7 @@
 //! # Notes
 //! - Wildcard levels are stored as children named `+` and `#`. A topic name never contains
 //!   them, so a lookup of a topic level cannot hit a wildcard child by accident.
-//! - A node holds the plain subscribers of its filter and the share groups of
+//! - A node contains the plain subscribers of its filter and the share groups of
 //!   `$share/{group}/{filter}` subscriptions. Each group hands messages to its members in turn.
 
 use std::cell::Cell;
@@ -66,7 +66,11 @@ impl SharedGroup {
     }
 
     fn insert(&mut self, client_id: &ClientId, qos: QoS) {
-        match self.members.iter_mut().find(|(member, _)| member == client_id) {
+        match self
+            .members
+            .iter_mut()
+            .find(|(member, _)| member == client_id)
+        {
             Some(member) => member.1 = qos,
             None => self.members.push((Arc::clone(client_id), qos)),
         }
@@ -96,7 +100,12 @@ impl SubscriptionTree {
             None => {
                 node.subscribers.clients.insert(Arc::clone(client_id), qos);
             }
-            Some(group) => node.subscribers.groups.entry(group.into()).or_default().insert(client_id, qos),
+            Some(group) => node
+                .subscribers
+                .groups
+                .entry(group.into())
+                .or_default()
+                .insert(client_id, qos),
         }
     }
 
@@ -161,19 +170,15 @@ fn visit_matches(
     wildcards_match: bool,
     visit: &mut dyn FnMut(&Subscribers),
 ) {
-    if wildcards_match {
-        if let Some(rest_wildcard) = node.children.get("#") {
-            visit(&rest_wildcard.subscribers);
-        }
+    if wildcards_match && let Some(rest_wildcard) = node.children.get("#") {
+        visit(&rest_wildcard.subscribers);
     }
     let Some((level, rest)) = levels.split_first() else {
         visit(&node.subscribers);
         return;
     };
-    if wildcards_match {
-        if let Some(level_wildcard) = node.children.get("+") {
-            visit_matches(level_wildcard, rest, true, visit);
-        }
+    if wildcards_match && let Some(level_wildcard) = node.children.get("+") {
+        visit_matches(level_wildcard, rest, true, visit);
     }
     if let Some(child) = node.children.get(*level) {
         visit_matches(child, rest, true, visit);

@@ -39,13 +39,34 @@ fn config_rejects_unknown_fields() {
 #[test]
 fn config_validation_names_the_field() {
     let cases = [
-        EmbeddedBrokerConfig { max_inflight: 0, ..Default::default() },
-        EmbeddedBrokerConfig { max_inflight: 65_536, ..Default::default() },
-        EmbeddedBrokerConfig { max_connections: 0, ..Default::default() },
-        EmbeddedBrokerConfig { max_payload_bytes: 0, ..Default::default() },
-        EmbeddedBrokerConfig { max_queued_messages: 0, ..Default::default() },
-        EmbeddedBrokerConfig { max_queued_qos0_messages: 0, ..Default::default() },
-        EmbeddedBrokerConfig { connect_timeout_ms: 0, ..Default::default() },
+        EmbeddedBrokerConfig {
+            max_inflight: 0,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            max_inflight: 65_536,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            max_connections: 0,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            max_payload_bytes: 0,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            max_queued_messages: 0,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            max_queued_qos0_messages: 0,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            connect_timeout_ms: 0,
+            ..Default::default()
+        },
     ];
     let expected_fields = [
         "max_inflight",

@@ -19,14 +19,24 @@ async fn shadow_topic_qos0_and_qos1() {
     assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
     let (mut publisher, _) = TestClient::connect(options(&broker, "shadow-service", true)).await;
 
-    publisher.publish(ACCEPTED, QoS::AtMostOnce, false, "qos0").await;
-    publisher.publish(ACCEPTED, QoS::AtLeastOnce, false, "qos1").await;
+    publisher
+        .publish(ACCEPTED, QoS::AtMostOnce, false, "qos0")
+        .await;
+    publisher
+        .publish(ACCEPTED, QoS::AtLeastOnce, false, "qos1")
+        .await;
     publisher.wait_for_pubacks(1).await;
 
     let first = subscriber.next_publish().await;
-    assert_eq!((first.topic.as_str(), &first.payload[..], first.qos), (ACCEPTED, &b"qos0"[..], QoS::AtMostOnce));
+    assert_eq!(
+        (first.topic.as_str(), &first.payload[..], first.qos),
+        (ACCEPTED, &b"qos0"[..], QoS::AtMostOnce)
+    );
     let second = subscriber.next_publish().await;
-    assert_eq!((second.topic.as_str(), &second.payload[..], second.qos), (ACCEPTED, &b"qos1"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (second.topic.as_str(), &second.payload[..], second.qos),
+        (ACCEPTED, &b"qos1"[..], QoS::AtLeastOnce)
+    );
 
     let metrics = broker.metrics();
     assert_eq!(metrics.messages_received, 2);
@@ -43,7 +53,9 @@ async fn wildcard_keeps_each_publisher_in_order() {
     const PER_PUBLISHER: usize = 500;
     let broker = start(&test_config()).await;
     let (mut subscriber, _) = TestClient::connect(options(&broker, "ingest", true)).await;
-    subscriber.subscribe("$aws/things/+/shadow/update", QoS::AtLeastOnce).await;
+    subscriber
+        .subscribe("$aws/things/+/shadow/update", QoS::AtLeastOnce)
+        .await;
 
     let mut tasks = Vec::new();
     for publisher_index in 0..PUBLISHERS {
@@ -52,7 +64,9 @@ async fn wildcard_keeps_each_publisher_in_order() {
         tasks.push(tokio::spawn(async move {
             let topic = format!("$aws/things/thing-{publisher_index}/shadow/update");
             for sequence in 0..PER_PUBLISHER {
-                publisher.publish(&topic, QoS::AtLeastOnce, false, sequence.to_string()).await;
+                publisher
+                    .publish(&topic, QoS::AtLeastOnce, false, sequence.to_string())
+                    .await;
             }
             publisher.wait_for_pubacks(PER_PUBLISHER).await;
         }));
@@ -61,9 +75,16 @@ async fn wildcard_keeps_each_publisher_in_order() {
     let mut next_expected: HashMap<String, usize> = HashMap::new();
     for _ in 0..PUBLISHERS * PER_PUBLISHER {
         let publish = subscriber.next_publish().await;
-        let sequence: usize = std::str::from_utf8(&publish.payload).expect("UTF-8").parse().expect("number");
+        let sequence: usize = std::str::from_utf8(&publish.payload)
+            .expect("UTF-8")
+            .parse()
+            .expect("number");
         let expected = next_expected.entry(publish.topic.clone()).or_default();
-        assert_eq!(sequence, *expected, "order of messages on {}", publish.topic);
+        assert_eq!(
+            sequence, *expected,
+            "order of messages on {}",
+            publish.topic
+        );
         *expected += 1;
     }
     for task in tasks {
@@ -80,25 +101,53 @@ async fn wildcard_keeps_each_publisher_in_order() {
 async fn retained_message_on_subscribe() {
     let broker = start(&test_config()).await;
     let (mut publisher, _) = TestClient::connect(options(&broker, "lamp", true)).await;
-    publisher.publish("$aws/things/lamp/shadow/reported", QoS::AtLeastOnce, true, "on").await;
+    publisher
+        .publish(
+            "$aws/things/lamp/shadow/reported",
+            QoS::AtLeastOnce,
+            true,
+            "on",
+        )
+        .await;
     publisher.wait_for_pubacks(1).await;
 
     let (mut late, _) = TestClient::connect(options(&broker, "late", true)).await;
-    late.subscribe("$aws/things/+/shadow/reported", QoS::AtLeastOnce).await;
+    late.subscribe("$aws/things/+/shadow/reported", QoS::AtLeastOnce)
+        .await;
     let publish = late.next_publish().await;
     assert!(publish.retain);
     assert_eq!(&publish.payload[..], b"on");
 
-    publisher.publish("$aws/things/lamp/shadow/reported", QoS::AtLeastOnce, true, "").await;
+    publisher
+        .publish(
+            "$aws/things/lamp/shadow/reported",
+            QoS::AtLeastOnce,
+            true,
+            "",
+        )
+        .await;
     publisher.wait_for_pubacks(1).await;
     let cleared = late.next_publish().await;
     assert!(cleared.payload.is_empty());
     assert!(!cleared.retain, "a live message is sent without RETAIN");
 
     let (mut later, _) = TestClient::connect(options(&broker, "later", true)).await;
-    later.subscribe("$aws/things/+/shadow/reported", QoS::AtLeastOnce).await;
-    publisher.publish("$aws/things/lamp/shadow/reported", QoS::AtLeastOnce, false, "marker").await;
-    assert_eq!(later.next_payload().await, "marker", "no retained message is left");
+    later
+        .subscribe("$aws/things/+/shadow/reported", QoS::AtLeastOnce)
+        .await;
+    publisher
+        .publish(
+            "$aws/things/lamp/shadow/reported",
+            QoS::AtLeastOnce,
+            false,
+            "marker",
+        )
+        .await;
+    assert_eq!(
+        later.next_payload().await,
+        "marker",
+        "no retained message is left"
+    );
     broker.shutdown().await;
 }
 
@@ -107,14 +156,18 @@ async fn retained_message_on_subscribe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_return_codes() {
     let broker = start(&test_config()).await;
-    let (mut client, connack) = RawClient::connect(broker.local_addr(), connect_packet("raw", true, 30)).await;
+    let (mut client, connack) =
+        RawClient::connect(broker.local_addr(), connect_packet("raw", true, 30)).await;
     assert!(!connack.session_present);
     let filters = [
         ("a/#/b", QoS::AtMostOnce),
         ("a+", QoS::AtLeastOnce),
         ("$aws/things/+/shadow/update", QoS::ExactlyOnce),
         ("#", QoS::AtMostOnce),
-        ("$share/ingest/$aws/things/+/shadow/update", QoS::AtLeastOnce),
+        (
+            "$share/ingest/$aws/things/+/shadow/update",
+            QoS::AtLeastOnce,
+        ),
         ("$share//x", QoS::AtMostOnce),
     ];
     let suback = client.subscribe(7, &filters).await;
@@ -131,7 +184,11 @@ async fn subscribe_return_codes() {
         ]
     );
     client.send(RawPacket::PingReq).await;
-    assert_eq!(client.receive().await, Some(RawPacket::PingResp), "the connection stays open");
+    assert_eq!(
+        client.receive().await,
+        Some(RawPacket::PingResp),
+        "the connection stays open"
+    );
     broker.shutdown().await;
 }
 
@@ -147,7 +204,14 @@ async fn share_group_splits_messages() {
 
     let (mut publisher, _) = TestClient::connect(options(&broker, "lamp", true)).await;
     for index in 0..10 {
-        publisher.publish("$aws/things/lamp/shadow/update", QoS::AtLeastOnce, false, index.to_string()).await;
+        publisher
+            .publish(
+                "$aws/things/lamp/shadow/update",
+                QoS::AtLeastOnce,
+                false,
+                index.to_string(),
+            )
+            .await;
     }
     publisher.wait_for_pubacks(10).await;
 
@@ -166,13 +230,19 @@ async fn share_group_splits_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflight_window_limits_unacknowledged() {
     let config = super::support::test_config();
-    let config = crate::broker::EmbeddedBrokerConfig { max_inflight: 3, ..config };
+    let config = crate::broker::EmbeddedBrokerConfig {
+        max_inflight: 3,
+        ..config
+    };
     let broker = start(&config).await;
-    let (mut subscriber, _) = RawClient::connect(broker.local_addr(), connect_packet("slow-acker", true, 30)).await;
+    let (mut subscriber, _) =
+        RawClient::connect(broker.local_addr(), connect_packet("slow-acker", true, 30)).await;
     subscriber.subscribe(1, &[("jobs", QoS::AtLeastOnce)]).await;
     let (mut publisher, _) = TestClient::connect(options(&broker, "producer", true)).await;
     for index in 0..5 {
-        publisher.publish("jobs", QoS::AtLeastOnce, false, index.to_string()).await;
+        publisher
+            .publish("jobs", QoS::AtLeastOnce, false, index.to_string())
+            .await;
     }
     publisher.wait_for_pubacks(5).await;
 
@@ -183,7 +253,9 @@ async fn inflight_window_limits_unacknowledged() {
     let extra = subscriber.receive_within(Duration::from_millis(300)).await;
     assert_eq!(extra, None, "a fourth message arrived before any PUBACK");
 
-    subscriber.send(RawPacket::PubAck(PubAck::new(window[0].pkid))).await;
+    subscriber
+        .send(RawPacket::PubAck(PubAck::new(window[0].pkid)))
+        .await;
     let fourth = subscriber.receive_publish().await;
     assert_eq!(&fourth.payload[..], b"3");
     broker.shutdown().await;

@@ -7,8 +7,11 @@ use rumqttc::mqttbytes::QoS;
 
 use crate::broker::session::{Enqueued, Message, Session, SessionLimits};
 
-const LIMITS: SessionLimits =
-    SessionLimits { max_inflight: 2, max_queued_messages: 4, max_queued_qos0_messages: 3 };
+const LIMITS: SessionLimits = SessionLimits {
+    max_inflight: 2,
+    max_queued_messages: 4,
+    max_queued_qos0_messages: 3,
+};
 
 fn message(payload: &str, qos: QoS) -> Message {
     Message {
@@ -22,7 +25,10 @@ fn message(payload: &str, qos: QoS) -> Message {
 /// Takes every packet the session can send now, as `(payload, packet id, dup)`.
 fn take_all(session: &mut Session) -> Vec<(String, u16, bool)> {
     let batch = session.take_outgoing(&LIMITS, usize::MAX);
-    assert!(!batch.more, "an unlimited batch leaves nothing that can be sent");
+    assert!(
+        !batch.more,
+        "an unlimited batch leaves nothing that can be sent"
+    );
     batch
         .packets
         .into_iter()
@@ -37,14 +43,23 @@ fn take_all(session: &mut Session) -> Vec<(String, u16, bool)> {
 fn inflight_window_holds_back_qos1() {
     let mut session = Session::new(false);
     for payload in ["a", "b", "c"] {
-        assert_eq!(session.enqueue(message(payload, QoS::AtLeastOnce), true, &LIMITS), Enqueued::Queued);
+        assert_eq!(
+            session.enqueue(message(payload, QoS::AtLeastOnce), true, &LIMITS),
+            Enqueued::Queued
+        );
     }
-    assert_eq!(take_all(&mut session), [("a".to_owned(), 1, false), ("b".to_owned(), 2, false)]);
+    assert_eq!(
+        take_all(&mut session),
+        [("a".to_owned(), 1, false), ("b".to_owned(), 2, false)]
+    );
     assert_eq!(session.inflight(), 2);
     assert!(take_all(&mut session).is_empty());
 
     assert!(session.acknowledge(1));
-    assert!(!session.acknowledge(1), "a second PUBACK for the same id is unknown");
+    assert!(
+        !session.acknowledge(1),
+        "a second PUBACK for the same id is unknown"
+    );
     assert_eq!(take_all(&mut session), [("c".to_owned(), 3, false)]);
     assert_eq!(session.queued(), 0);
 }
@@ -52,16 +67,29 @@ fn inflight_window_holds_back_qos1() {
 #[test]
 fn qos0_waits_behind_blocked_qos1() {
     let mut session = Session::new(true);
-    for (payload, qos) in [("a", QoS::AtLeastOnce), ("b", QoS::AtLeastOnce), ("c", QoS::AtLeastOnce)] {
-        session.enqueue(message(payload, qos), true, &LIMITS);
+    for payload in ["a", "b", "c"] {
+        session.enqueue(message(payload, QoS::AtLeastOnce), true, &LIMITS);
     }
-    session.enqueue(message("d", QoS::AtMostOnce), true, &LIMITS);
-    let first: Vec<String> = take_all(&mut session).into_iter().map(|(payload, ..)| payload).collect();
+    let first: Vec<String> = take_all(&mut session)
+        .into_iter()
+        .map(|(payload, ..)| payload)
+        .collect();
     assert_eq!(first, ["a", "b"]);
+    assert_eq!(
+        session.enqueue(message("d", QoS::AtMostOnce), true, &LIMITS),
+        Enqueued::Queued
+    );
+    assert!(
+        take_all(&mut session).is_empty(),
+        "QoS 0 must not overtake the waiting QoS 1 message"
+    );
 
     session.acknowledge(1);
     let second = take_all(&mut session);
-    assert_eq!(second, [("c".to_owned(), 3, false), ("d".to_owned(), 0, false)]);
+    assert_eq!(
+        second,
+        [("c".to_owned(), 3, false), ("d".to_owned(), 0, false)]
+    );
 }
 
 #[test]
@@ -75,10 +103,16 @@ fn resume_resends_inflight_with_dup_first() {
     session.enqueue(message("d", QoS::AtLeastOnce), false, &LIMITS);
     session.resume();
 
-    assert_eq!(take_all(&mut session), [("a".to_owned(), 1, true), ("b".to_owned(), 2, true)]);
+    assert_eq!(
+        take_all(&mut session),
+        [("a".to_owned(), 1, true), ("b".to_owned(), 2, true)]
+    );
     session.acknowledge(2);
     session.acknowledge(1);
-    assert_eq!(take_all(&mut session), [("c".to_owned(), 3, false), ("d".to_owned(), 4, false)]);
+    assert_eq!(
+        take_all(&mut session),
+        [("c".to_owned(), 3, false), ("d".to_owned(), 4, false)]
+    );
 }
 
 #[test]
@@ -100,8 +134,14 @@ fn offline_session_drops_qos0() {
     session.enqueue(message("live", QoS::AtMostOnce), true, &LIMITS);
     session.suspend();
     assert_eq!(session.queued(), 0, "suspend drops queued QoS 0 messages");
-    assert_eq!(session.enqueue(message("a", QoS::AtMostOnce), false, &LIMITS), Enqueued::DroppedOffline);
-    assert_eq!(session.enqueue(message("b", QoS::AtLeastOnce), false, &LIMITS), Enqueued::Queued);
+    assert_eq!(
+        session.enqueue(message("a", QoS::AtMostOnce), false, &LIMITS),
+        Enqueued::DroppedOffline
+    );
+    assert_eq!(
+        session.enqueue(message("b", QoS::AtLeastOnce), false, &LIMITS),
+        Enqueued::Queued
+    );
     assert_eq!(session.queued(), 1);
 }
 
@@ -109,10 +149,19 @@ fn offline_session_drops_qos0() {
 fn full_queue_drops_qos0() {
     let mut session = Session::new(true);
     for payload in ["a", "b", "c"] {
-        assert_eq!(session.enqueue(message(payload, QoS::AtMostOnce), true, &LIMITS), Enqueued::Queued);
+        assert_eq!(
+            session.enqueue(message(payload, QoS::AtMostOnce), true, &LIMITS),
+            Enqueued::Queued
+        );
     }
-    assert_eq!(session.enqueue(message("d", QoS::AtMostOnce), true, &LIMITS), Enqueued::DroppedQos0);
-    assert_eq!(session.enqueue(message("e", QoS::AtLeastOnce), true, &LIMITS), Enqueued::Queued);
+    assert_eq!(
+        session.enqueue(message("d", QoS::AtMostOnce), true, &LIMITS),
+        Enqueued::DroppedQos0
+    );
+    assert_eq!(
+        session.enqueue(message("e", QoS::AtLeastOnce), true, &LIMITS),
+        Enqueued::Queued
+    );
     assert_eq!(session.queued(), 4);
 }
 
@@ -128,7 +177,10 @@ fn full_queue_drops_oldest_for_qos1() {
     assert_eq!(outcomes[5], Enqueued::QueuedDroppingOldest { first: false });
 
     session.resume();
-    let payloads: Vec<String> = take_all(&mut session).into_iter().map(|(payload, ..)| payload).collect();
+    let payloads: Vec<String> = take_all(&mut session)
+        .into_iter()
+        .map(|(payload, ..)| payload)
+        .collect();
     assert_eq!(payloads, ["c", "d"]);
 }
 
@@ -139,7 +191,11 @@ fn byte_budget_splits_batches() {
         session.enqueue(message(payload, QoS::AtMostOnce), true, &LIMITS);
     }
     let first = session.take_outgoing(&LIMITS, 1);
-    assert_eq!(first.packets.len(), 1, "a budget below one message still takes one");
+    assert_eq!(
+        first.packets.len(),
+        1,
+        "a budget below one message still takes one"
+    );
     assert!(first.more);
     let rest = session.take_outgoing(&LIMITS, usize::MAX);
     assert_eq!(rest.packets.len(), 2);

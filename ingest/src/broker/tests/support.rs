@@ -18,13 +18,13 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{EmbeddedBroker, EmbeddedBrokerConfig, start_embedded_broker};
 
-/// Longest wait for any single expected event.
+/// Maximum wait for any single expected event.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Largest packet the test clients send or accept.
 pub(super) const CLIENT_MAX_PACKET_BYTES: usize = 1024 * 1024;
 
-/// A broker configuration on 127.0.0.1 with a port picked by the system.
+/// Returns a broker configuration on 127.0.0.1 with a port picked by the system.
 pub(super) fn test_config() -> EmbeddedBrokerConfig {
     EmbeddedBrokerConfig {
         listen: "127.0.0.1:0".parse().expect("loopback address"),
@@ -34,20 +34,29 @@ pub(super) fn test_config() -> EmbeddedBrokerConfig {
 
 /// Starts a broker with `config`.
 pub(super) async fn start(config: &EmbeddedBrokerConfig) -> EmbeddedBroker {
-    start_embedded_broker(config).await.expect("start the embedded broker")
+    start_embedded_broker(config)
+        .await
+        .expect("start the embedded broker")
 }
 
 /// Waits until `condition` holds, checking every 10 ms for at most [`TIMEOUT`].
 pub(super) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 /// Options for a rumqttc client of `broker` with large packet limits.
-pub(super) fn options(broker: &EmbeddedBroker, client_id: &str, clean_session: bool) -> MqttOptions {
+pub(super) fn options(
+    broker: &EmbeddedBroker,
+    client_id: &str,
+    clean_session: bool,
+) -> MqttOptions {
     let address = broker.local_addr();
     let mut options = MqttOptions::new(client_id, address.ip().to_string(), address.port());
     options
@@ -86,7 +95,12 @@ impl TestClient {
                 }
             }
         });
-        let mut test_client = TestClient { client, events, pending: VecDeque::new(), task };
+        let mut test_client = TestClient {
+            client,
+            events,
+            pending: VecDeque::new(),
+            task,
+        };
         let connack = test_client
             .next_incoming("CONNACK", |packet| match packet {
                 Packet::ConnAck(connack) => Some(connack.clone()),
@@ -124,7 +138,10 @@ impl TestClient {
 
     /// Subscribes to `filter` and returns the SUBACK return codes.
     pub(super) async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
-        self.client.subscribe(filter, qos).await.expect("queue SUBSCRIBE");
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("queue SUBSCRIBE");
         self.next_incoming("SUBACK", |packet| match packet {
             Packet::SubAck(suback) => Some(suback.return_codes.clone()),
             _ => None,
@@ -133,16 +150,27 @@ impl TestClient {
     }
 
     /// Queues a PUBLISH.
-    pub(super) async fn publish(&self, topic: &str, qos: QoS, retain: bool, payload: impl Into<Bytes>) {
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Bytes>,
+    ) {
         let payload: Bytes = payload.into();
-        self.client.publish(topic, qos, retain, payload).await.expect("queue PUBLISH");
+        self.client
+            .publish(topic, qos, retain, payload)
+            .await
+            .expect("queue PUBLISH");
     }
 
     /// Waits for `count` PUBACKs from the broker.
     pub(super) async fn wait_for_pubacks(&mut self, count: usize) {
         for _ in 0..count {
-            self.next_incoming("PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(()))
-                .await;
+            self.next_incoming("PUBACK", |packet| {
+                matches!(packet, Packet::PubAck(_)).then_some(())
+            })
+            .await;
         }
     }
 
@@ -198,8 +226,13 @@ pub(super) struct RawClient {
 impl RawClient {
     /// Opens a TCP connection to `address`.
     pub(super) async fn open(address: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(address).await.expect("connect to the broker");
-        RawClient { stream, buffer: BytesMut::new() }
+        let stream = TcpStream::connect(address)
+            .await
+            .expect("connect to the broker");
+        RawClient {
+            stream,
+            buffer: BytesMut::new(),
+        }
     }
 
     /// Opens a connection, sends `connect` and returns the CONNACK.
@@ -221,18 +254,26 @@ impl RawClient {
 
     /// Sends raw bytes.
     pub(super) async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write to the broker");
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to the broker");
     }
 
     /// Reads the next packet; returns `None` when the broker closed the connection. Panics
     /// after [`TIMEOUT`].
     pub(super) async fn receive(&mut self) -> Option<RawPacket> {
-        tokio::time::timeout(TIMEOUT, self.read_packet()).await.expect("packet or close in time")
+        tokio::time::timeout(TIMEOUT, self.read_packet())
+            .await
+            .expect("packet or close in time")
     }
 
     /// Reads the next packet if one arrives within `wait`.
     pub(super) async fn receive_within(&mut self, wait: Duration) -> Option<RawPacket> {
-        tokio::time::timeout(wait, self.read_packet()).await.ok().flatten()
+        tokio::time::timeout(wait, self.read_packet())
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn read_packet(&mut self) -> Option<RawPacket> {
@@ -265,7 +306,11 @@ impl RawClient {
             .iter()
             .map(|(path, qos)| SubscribeFilter::new((*path).to_owned(), *qos))
             .collect();
-        self.send(RawPacket::Subscribe(Subscribe { pkid: packet_id, filters })).await;
+        self.send(RawPacket::Subscribe(Subscribe {
+            pkid: packet_id,
+            filters,
+        }))
+        .await;
         match self.receive().await {
             Some(RawPacket::SubAck(suback)) => suback,
             other => panic!("expected SUBACK, received {other:?}"),
@@ -281,7 +326,7 @@ impl RawClient {
     }
 }
 
-/// A CONNECT packet for MQTT 3.1.1.
+/// Builds an MQTT 3.1.1 CONNECT packet.
 pub(super) fn connect_packet(client_id: &str, clean_session: bool, keep_alive_s: u16) -> Connect {
     let mut connect = Connect::new(client_id);
     connect.clean_session = clean_session;

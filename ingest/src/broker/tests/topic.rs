@@ -42,13 +42,41 @@ const MATCH_CASES: &[(&str, &str, bool)] = &[
     ("$SYS/+", "$SYS/uptime", true),
     ("+/monitor/Clients", "$SYS/monitor/Clients", false),
     ("#", "$share/group/topic", false),
-    ("$aws/things/+/shadow/update", "$aws/things/lamp/shadow/update", true),
-    ("$aws/things/+/shadow/update", "$aws/things/lamp/shadow/update/accepted", false),
-    ("$aws/things/+/shadow/update/#", "$aws/things/lamp/shadow/update/accepted", true),
-    ("$aws/things/lamp/shadow/#", "$aws/things/lamp/shadow/get/rejected", true),
-    ("$aws/things/lamp/shadow/update/accepted", "$aws/things/lamp/shadow/update/accepted", true),
-    ("$aws/things/lamp/shadow/update/accepted", "$aws/things/fan/shadow/update/accepted", false),
-    ("$aws/+/lamp/shadow/update", "$aws/things/lamp/shadow/update", true),
+    (
+        "$aws/things/+/shadow/update",
+        "$aws/things/lamp/shadow/update",
+        true,
+    ),
+    (
+        "$aws/things/+/shadow/update",
+        "$aws/things/lamp/shadow/update/accepted",
+        false,
+    ),
+    (
+        "$aws/things/+/shadow/update/#",
+        "$aws/things/lamp/shadow/update/accepted",
+        true,
+    ),
+    (
+        "$aws/things/lamp/shadow/#",
+        "$aws/things/lamp/shadow/get/rejected",
+        true,
+    ),
+    (
+        "$aws/things/lamp/shadow/update/accepted",
+        "$aws/things/lamp/shadow/update/accepted",
+        true,
+    ),
+    (
+        "$aws/things/lamp/shadow/update/accepted",
+        "$aws/things/fan/shadow/update/accepted",
+        false,
+    ),
+    (
+        "$aws/+/lamp/shadow/update",
+        "$aws/things/lamp/shadow/update",
+        true,
+    ),
     ("$aws/#", "$aws", true),
 ];
 
@@ -57,14 +85,22 @@ fn client(name: &str) -> ClientId {
 }
 
 fn plain(filter: &str) -> FilterSpec<'_> {
-    FilterSpec { group: None, filter }
+    FilterSpec {
+        group: None,
+        filter,
+    }
 }
 
 /// Returns the clients of `tree` whose subscriptions match `topic`, sorted.
 fn tree_matches(tree: &SubscriptionTree, topic: &str) -> Vec<String> {
     let mut found = Vec::new();
     tree.for_each_match(topic, &mut |subscribers| {
-        found.extend(subscribers.clients.keys().map(|client_id| client_id.to_string()));
+        found.extend(
+            subscribers
+                .clients
+                .keys()
+                .map(|client_id| client_id.to_string()),
+        );
     });
     found.sort();
     found
@@ -73,9 +109,16 @@ fn tree_matches(tree: &SubscriptionTree, topic: &str) -> Vec<String> {
 #[test]
 fn matcher_follows_table() {
     for &(filter, topic, expected) in MATCH_CASES {
-        assert!(is_valid_filter(filter), "{filter:?} should be a valid filter");
+        assert!(
+            is_valid_filter(filter),
+            "{filter:?} should be a valid filter"
+        );
         assert!(is_valid_topic(topic), "{topic:?} should be a valid topic");
-        assert_eq!(matches(filter, topic), expected, "matches({filter:?}, {topic:?})");
+        assert_eq!(
+            matches(filter, topic),
+            expected,
+            "matches({filter:?}, {topic:?})"
+        );
     }
 }
 
@@ -94,7 +137,11 @@ fn tree_agrees_with_matcher() {
             .collect();
         expected.sort();
         expected.dedup();
-        assert_eq!(tree_matches(&tree, topic), expected, "subscriptions matching {topic:?}");
+        assert_eq!(
+            tree_matches(&tree, topic),
+            expected,
+            "subscriptions matching {topic:?}"
+        );
     }
 }
 
@@ -105,7 +152,9 @@ fn tree_visits_each_filter_once() {
         tree.insert(plain(filter), &client("same"), QoS::AtMostOnce);
     }
     let mut visits = 0;
-    tree.for_each_match("a/b", &mut |subscribers| visits += subscribers.clients.len());
+    tree.for_each_match("a/b", &mut |subscribers| {
+        visits += subscribers.clients.len()
+    });
     assert_eq!(visits, 6);
 }
 
@@ -113,9 +162,16 @@ fn tree_visits_each_filter_once() {
 fn tree_removal_prunes_empty_nodes() {
     let mut tree = SubscriptionTree::default();
     let lamp = client("lamp");
-    tree.insert(plain("$aws/things/+/shadow/update"), &lamp, QoS::AtLeastOnce);
+    tree.insert(
+        plain("$aws/things/+/shadow/update"),
+        &lamp,
+        QoS::AtLeastOnce,
+    );
     tree.insert(plain("a/b/c"), &lamp, QoS::AtMostOnce);
-    let shared = FilterSpec { group: Some("ingest"), filter: "a/#" };
+    let shared = FilterSpec {
+        group: Some("ingest"),
+        filter: "a/#",
+    };
     tree.insert(shared, &lamp, QoS::AtLeastOnce);
 
     tree.remove(plain("a/b/c"), "lamp");
@@ -127,8 +183,29 @@ fn tree_removal_prunes_empty_nodes() {
 
 #[test]
 fn filter_validation() {
-    let valid = ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "$SYS/#", "$aws/things/+/shadow/update"];
-    let invalid = ["", "a/#/b", "a+", "a/b#", "#/a", "++", "a/+b", "a/#b", "sport/tennis#", "a\0b"];
+    let valid = [
+        "#",
+        "+",
+        "a/#",
+        "a/+/b",
+        "+/+",
+        "/",
+        "a//b",
+        "$SYS/#",
+        "$aws/things/+/shadow/update",
+    ];
+    let invalid = [
+        "",
+        "a/#/b",
+        "a+",
+        "a/b#",
+        "#/a",
+        "++",
+        "a/+b",
+        "a/#b",
+        "sport/tennis#",
+        "a\0b",
+    ];
     for filter in valid {
         assert!(is_valid_filter(filter), "{filter:?} should be valid");
     }
@@ -152,11 +229,27 @@ fn shared_filter_parsing() {
     let parsed = parse_filter("$share/ingest/$aws/things/+/shadow/update");
     assert_eq!(
         parsed,
-        Some(FilterSpec { group: Some("ingest"), filter: "$aws/things/+/shadow/update" })
+        Some(FilterSpec {
+            group: Some("ingest"),
+            filter: "$aws/things/+/shadow/update"
+        })
     );
-    assert_eq!(parse_filter("$share/g/#"), Some(FilterSpec { group: Some("g"), filter: "#" }));
+    assert_eq!(
+        parse_filter("$share/g/#"),
+        Some(FilterSpec {
+            group: Some("g"),
+            filter: "#"
+        })
+    );
     assert_eq!(parse_filter("a/+"), Some(plain("a/+")));
-    for invalid in ["$share/g", "$share//a", "$share/g+/a", "$share/#/a", "$share/g/a/#/b", "$share/g/"] {
+    for invalid in [
+        "$share/g",
+        "$share//a",
+        "$share/g+/a",
+        "$share/#/a",
+        "$share/g/a/#/b",
+        "$share/g/",
+    ] {
         assert_eq!(parse_filter(invalid), None, "{invalid:?} should be invalid");
     }
 }
