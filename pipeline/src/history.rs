@@ -62,7 +62,7 @@ pub struct HistoryRow {
     pub version: u64,
     /// When the service accepted the change, in milliseconds since the Unix epoch (UTC).
     pub accepted_at_ms: i64,
-    /// How the request reached the service.
+    /// Channel the request arrived on.
     pub origin: Origin,
     /// The request's `clientToken`, if it carried one.
     pub client_token: Option<String>,

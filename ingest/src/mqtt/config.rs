@@ -17,8 +17,13 @@ pub const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 /// topic and packet header.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 132 * 1024;
 
-/// Default number of unacknowledged QoS 1 publishes per connection.
-pub const DEFAULT_INFLIGHT: u16 = 100;
+/// Default number of unacknowledged QoS 1 publishes per connection. The response publisher
+/// sends several messages per update, so a window of 100 would cap it at 100 messages per
+/// broker round trip.
+pub const DEFAULT_INFLIGHT: u16 = 1000;
+
+/// Default number of connections that publish responses, deltas and documents.
+pub const DEFAULT_PUBLISHER_CONNECTIONS: usize = 4;
 
 /// Settings shared by the service's MQTT client connections.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +37,9 @@ pub struct MqttClientConfig {
     pub max_packet_bytes: usize,
     /// Unacknowledged QoS 1 publishes allowed per connection.
     pub inflight: u16,
+    /// Connections that publish responses; each shadow's messages always use the same one, so
+    /// their order is kept.
+    pub publisher_connections: usize,
     /// User name, for brokers that require one.
     pub username: Option<String>,
     /// Password that goes with `username`.
@@ -45,6 +53,7 @@ impl Default for MqttClientConfig {
             keep_alive_s: DEFAULT_KEEP_ALIVE_S,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             inflight: DEFAULT_INFLIGHT,
+            publisher_connections: DEFAULT_PUBLISHER_CONNECTIONS,
             username: None,
             password: None,
         }

@@ -39,8 +39,9 @@ pub struct HttpReply {
     pub body: Vec<u8>,
 }
 
-/// Where the dataflow's results go. Implemented by the service wiring; called on worker threads,
-/// so implementations must not block for long.
+/// Destinations of the dataflow's results, implemented by the service wiring.
+///
+/// Worker threads call these methods, so implementations must not block for long.
 pub trait ShadowOutputs: Send + Sync + 'static {
     /// Publishes a message on MQTT.
     fn publish(&self, message: MqttMessage);

@@ -27,7 +27,7 @@ impl Operation {
     }
 }
 
-/// Where the response to a request goes.
+/// Destination of the response to a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyTo {
     /// The `/accepted` or `/rejected` topic of the request topic.
@@ -53,9 +53,9 @@ pub struct Request {
     pub operation: Operation,
     /// Raw request body (JSON for updates; empty or `{"clientToken":..}` for get and delete).
     pub payload: Vec<u8>,
-    /// How the request reached the service.
+    /// Channel the request arrived on.
     pub origin: Origin,
-    /// Where the response goes.
+    /// Destination of the response.
     pub reply_to: ReplyTo,
     /// When the service received the request, in milliseconds since the Unix epoch. Metadata
     /// timestamps derive from it, so replaying the same requests gives the same shadows.

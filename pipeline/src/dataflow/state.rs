@@ -1,8 +1,8 @@
 //! The single-writer state of the shadows one worker owns, and how requests change it.
 //!
-//! [`ShadowState::apply`] is the whole shadow semantics of the dataflow, kept free of timely so
-//! it can be tested directly: it decodes a request, applies it to the shadow it addresses and
-//! returns the [`Outcome`] for the requester plus the change of the shadows collection.
+//! [`ShadowState::apply`] holds the whole shadow semantics of the dataflow, free of timely so it
+//! can be tested directly. It decodes a request and applies it to the shadow it addresses. It
+//! returns the [`Outcome`] for the requester and the change of the shadows collection.
 //!
 //! # Notes
 //! - Each worker owns the shadows whose keys hash to it, so no two threads ever touch one
@@ -39,7 +39,7 @@ pub enum Outcome {
         client_token: Option<String>,
         /// When the request was received, in milliseconds since the Unix epoch.
         at_ms: i64,
-        /// Where the response goes.
+        /// Destination of the response.
         reply_to: ReplyTo,
     },
     /// A delete removed the shadow.
@@ -52,9 +52,9 @@ pub enum Outcome {
         client_token: Option<String>,
         /// When the request was received, in milliseconds since the Unix epoch.
         at_ms: i64,
-        /// How the request reached the service.
+        /// Channel the request arrived on.
         origin: Origin,
-        /// Where the response goes.
+        /// Destination of the response.
         reply_to: ReplyTo,
     },
     /// The request was rejected and changed nothing.
@@ -69,7 +69,7 @@ pub enum Outcome {
         client_token: Option<String>,
         /// When the request was received, in milliseconds since the Unix epoch.
         at_ms: i64,
-        /// Where the response goes.
+        /// Destination of the response.
         reply_to: ReplyTo,
     },
 }
@@ -87,9 +87,9 @@ pub struct Updated {
     pub accepted: Value,
     /// The request's `state` node as compact JSON, for the history.
     pub request_state: String,
-    /// How the request reached the service.
+    /// Channel the request arrived on.
     pub origin: Origin,
-    /// Where the response goes.
+    /// Destination of the response.
     pub reply_to: ReplyTo,
 }
 
@@ -104,7 +104,7 @@ pub struct Change {
     pub inserted: Option<Arc<ShadowVersion>>,
 }
 
-/// What one worker keeps for one shadow key.
+/// State one worker keeps for one shadow key.
 #[derive(Debug, Default)]
 struct Entry {
     /// The live shadow, `None` after a delete.

@@ -2,7 +2,7 @@
 //!
 //! Classic shadows use `$aws/things/{thing}/shadow/{operation}` and named shadows
 //! `$aws/things/{thing}/shadow/name/{shadow}/{operation}`, where `{operation}` is `update`,
-//! `get` or `delete`. The service answers on the same topic followed by `/accepted`,
+//! `get` or `delete`. The service responds on the same topic followed by `/accepted`,
 //! `/rejected`, and for updates also `/delta` and `/documents`.
 //!
 //! # Notes
@@ -14,7 +14,7 @@
 use crate::dataflow::Operation;
 use crate::shadow::ShadowKey;
 
-/// Longest topic AWS IoT accepts, in bytes.
+/// Maximum topic length AWS IoT accepts, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 256;
 
 const PREFIX: &str = "$aws/things/";
@@ -28,7 +28,7 @@ pub struct ShadowTopic {
     pub operation: Operation,
 }
 
-/// Why a topic is not a shadow request topic.
+/// Reason a topic is not a shadow request topic.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
     /// The topic does not start with `$aws/things/` or has no `/shadow/` part.

@@ -1,14 +1,18 @@
-//! The response publisher: one MQTT connection that publishes every outgoing shadow message.
+//! The response publisher: MQTT connections that publish every outgoing shadow message.
 //!
-//! Worker threads hand messages to a [`MessagePublisher`] without blocking; a forwarding task
-//! passes them to rumqttc and a second task drives the connection, so a full rumqttc request
-//! queue never stalls the connection that would drain it.
+//! Worker threads hand messages to a [`MessagePublisher`]. Each message goes to one of several
+//! connections, chosen by the thing name in its topic, so all messages of one shadow leave in
+//! order on one connection. Per connection, a forwarding task passes messages to rumqttc and a
+//! second task drives the network, so a full rumqttc request queue never stalls the task that
+//! would drain it.
 //!
 //! # Notes
 //! - Messages are published at QoS 1; the broker delivers each at the QoS of the subscription.
-//! - The queue between workers and the forwarding task is unbounded so that workers never wait
-//!   on the network. Its length stays small while the broker keeps up; `queued()` reports it.
+//! - The queue in front of each connection is bounded. When the broker is slower than the
+//!   dataflow, [`MessagePublisher::publish`] blocks the calling worker, which slows the intake
+//!   of new requests instead of letting queued messages grow without limit.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,113 +26,136 @@ use tokio::task::JoinHandle;
 /// How long a stopping publisher waits for outstanding acknowledgements.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Counters of one publisher.
+/// Messages queued in front of each connection before `publish` blocks.
+pub const DEFAULT_QUEUE_MESSAGES: usize = 16_384;
+
+/// Counters of one publisher, summed over its connections.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
     /// Messages handed to the publisher.
     pub queued: AtomicU64,
-    /// Messages passed to the MQTT connection.
+    /// Messages passed to an MQTT connection.
     pub sent: AtomicU64,
     /// Messages the broker acknowledged.
     pub acknowledged: AtomicU64,
 }
 
-/// Hands messages to the publisher. Cheap to clone; never blocks.
+/// Hands messages to the publisher. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MessagePublisher {
-    sender: mpsc::UnboundedSender<MqttMessage>,
+    senders: Arc<[mpsc::Sender<MqttMessage>]>,
     stats: Arc<PublisherStats>,
 }
 
 impl MessagePublisher {
-    /// Queues `message` for publishing. Messages queued after the publisher stopped are dropped
-    /// with a WARN log line.
+    /// Queues `message`, blocking while its connection's queue is full. Messages queued after
+    /// the publisher stopped are dropped with a WARN log line.
+    ///
+    /// # Panics
+    /// Panics when called from within an async runtime; call it from a dataflow worker or
+    /// another plain thread.
     pub fn publish(&self, message: MqttMessage) {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = self.sender.send(message) {
+        let sender = &self.senders[connection_index(&message.topic, self.senders.len())];
+        if let Err(error) = sender.blocking_send(message) {
             tracing::warn!(topic = %error.0.topic, "dropping MQTT message: the publisher has stopped");
         }
     }
 
-    /// Returns the number of messages queued but not yet passed to the connection.
+    /// Returns the number of messages queued but not yet passed to a connection.
     pub fn queued(&self) -> u64 {
         let stats = &self.stats;
-        stats
-            .queued
-            .load(Ordering::Relaxed)
-            .saturating_sub(stats.sent.load(Ordering::Relaxed))
+        stats.queued.load(Ordering::Relaxed).saturating_sub(stats.sent.load(Ordering::Relaxed))
     }
+}
+
+/// Returns the connection for `topic`: the hash of its thing name (the third topic level), so
+/// every message of one thing uses the same connection.
+fn connection_index(topic: &str, connections: usize) -> usize {
+    let thing = topic.split('/').nth(2).unwrap_or(topic);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    thing.hash(&mut hasher);
+    (hasher.finish() % connections.max(1) as u64) as usize
 }
 
 /// The running publisher's tasks.
 #[derive(Debug)]
 pub struct PublisherHandle {
-    forward: JoinHandle<()>,
+    forwards: Vec<JoinHandle<()>>,
     stats: Arc<PublisherStats>,
 }
 
 impl PublisherHandle {
-    /// Waits until every queued message has been acknowledged (or [`DRAIN_TIMEOUT`] passed) after
-    /// all [`MessagePublisher`]s were dropped, then disconnects.
+    /// Waits, after every [`MessagePublisher`] was dropped, until each queued message has been
+    /// acknowledged (or [`DRAIN_TIMEOUT`] passed), then disconnects.
     pub async fn finish(self) -> Arc<PublisherStats> {
-        if let Err(error) = self.forward.await {
-            tracing::error!(error = %error, "MQTT publisher task failed");
+        for forward in self.forwards {
+            if let Err(error) = forward.await {
+                tracing::error!(error = %error, "MQTT publisher task failed");
+            }
         }
         self.stats
     }
 }
 
-/// Starts a publisher connected to `broker`. Must be called within a tokio runtime.
+/// Starts `config.publisher_connections` publishing connections to `broker`. Must be called
+/// within a tokio runtime.
 pub fn spawn_publisher(
     broker: &BrokerAddress,
     config: &MqttClientConfig,
 ) -> (MessagePublisher, PublisherHandle) {
-    let (client, event_loop) = AsyncClient::new(config.options(broker, "responses"), 4096);
-    let (sender, receiver) = mpsc::unbounded_channel();
     let stats = Arc::new(PublisherStats::default());
-    let connection = tokio::spawn(drive_connection(
-        event_loop,
-        broker.clone(),
-        Arc::clone(&stats),
-    ));
-    let forward = tokio::spawn(forward(client, receiver, connection, Arc::clone(&stats)));
-    (
-        MessagePublisher {
-            sender,
-            stats: Arc::clone(&stats),
-        },
-        PublisherHandle { forward, stats },
-    )
+    let mut senders = Vec::new();
+    let mut forwards = Vec::new();
+    for index in 0..config.publisher_connections.max(1) {
+        let role = format!("responses-{index}");
+        let (client, event_loop) = AsyncClient::new(config.options(broker, &role), 4096);
+        let (sender, receiver) = mpsc::channel(DEFAULT_QUEUE_MESSAGES);
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let connection = tokio::spawn(drive_connection(
+            event_loop,
+            broker.clone(),
+            Arc::clone(&acknowledged),
+            Arc::clone(&stats),
+        ));
+        let counters = Counters { acknowledged, stats: Arc::clone(&stats) };
+        forwards.push(tokio::spawn(forward(client, receiver, connection, counters)));
+        senders.push(sender);
+    }
+    let publisher = MessagePublisher { senders: senders.into(), stats: Arc::clone(&stats) };
+    (publisher, PublisherHandle { forwards, stats })
+}
+
+/// Acknowledgements of one connection, and the publisher-wide counters.
+struct Counters {
+    acknowledged: Arc<AtomicU64>,
+    stats: Arc<PublisherStats>,
 }
 
 async fn forward(
     client: AsyncClient,
-    mut receiver: mpsc::UnboundedReceiver<MqttMessage>,
+    mut receiver: mpsc::Receiver<MqttMessage>,
     connection: JoinHandle<()>,
-    stats: Arc<PublisherStats>,
+    counters: Counters,
 ) {
+    let mut sent = 0u64;
     while let Some(message) = receiver.recv().await {
         let topic = message.topic;
-        if let Err(error) = client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, message.payload)
-            .await
-        {
+        let result = client.publish(topic.clone(), QoS::AtLeastOnce, false, message.payload).await;
+        if let Err(error) = result {
             tracing::error!(topic = %topic, error = %error, "MQTT publisher connection closed; message lost");
             continue;
         }
-        stats.sent.fetch_add(1, Ordering::Relaxed);
+        sent += 1;
+        counters.stats.sent.fetch_add(1, Ordering::Relaxed);
     }
 
     // Every sender is gone: wait for the broker to acknowledge what was sent, then disconnect.
     let started = Instant::now();
-    while stats.acknowledged.load(Ordering::Relaxed) < stats.sent.load(Ordering::Relaxed) {
+    while counters.acknowledged.load(Ordering::Relaxed) < sent {
         if started.elapsed() > DRAIN_TIMEOUT {
-            let missing =
-                stats.sent.load(Ordering::Relaxed) - stats.acknowledged.load(Ordering::Relaxed);
-            tracing::warn!(
-                missing,
-                "stopping the MQTT publisher with unacknowledged messages"
-            );
+            let missing = sent - counters.acknowledged.load(Ordering::Relaxed);
+            tracing::warn!(missing, "stopping an MQTT publisher connection with unacknowledged messages");
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -140,16 +167,18 @@ async fn forward(
 async fn drive_connection(
     mut event_loop: EventLoop,
     broker: BrokerAddress,
+    acknowledged: Arc<AtomicU64>,
     stats: Arc<PublisherStats>,
 ) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match event_loop.poll().await {
             Ok(Event::Incoming(Packet::PubAck(_))) => {
+                acknowledged.fetch_add(1, Ordering::Relaxed);
                 stats.acknowledged.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(broker = %broker, "response publisher connected");
+                tracing::debug!(broker = %broker, "response publisher connected");
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
@@ -162,5 +191,26 @@ async fn drive_connection(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_thing_always_uses_one_connection() {
+        let accepted = connection_index("$aws/things/lamp/shadow/update/accepted", 4);
+        let delta = connection_index("$aws/things/lamp/shadow/name/cfg/update/delta", 4);
+        assert_eq!(accepted, delta);
+        assert!(accepted < 4);
+    }
+
+    #[test]
+    fn things_spread_over_connections() {
+        let used: std::collections::BTreeSet<usize> = (0..64)
+            .map(|index| connection_index(&format!("$aws/things/t{index}/shadow/update/delta"), 4))
+            .collect();
+        assert_eq!(used.len(), 4);
     }
 }
