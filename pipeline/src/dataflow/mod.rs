@@ -33,6 +33,8 @@ use std::sync::{Arc, Mutex};
 
 use timely::WorkerConfig;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::generic::Operator;
 
 pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
@@ -51,8 +53,9 @@ use crate::shadow::Limits;
 /// Dataflow time: `epoch << SEQUENCE_BITS | sequence within the epoch`.
 pub type Time = u64;
 
-/// Bits of a [`Time`] that hold the sequence number within an epoch. The source emits at most
-/// [`MAX_REQUESTS_PER_ACTIVATION`] requests per epoch, far below `2^SEQUENCE_BITS`.
+/// Bits of a [`Time`] that hold the sequence number within an epoch. A shadow changed more
+/// than `2^SEQUENCE_BITS` times in one batch gets times of later epochs, which keeps its change
+/// times increasing; only [`epoch_of`] of such a time is then later than the batch's epoch.
 pub const SEQUENCE_BITS: u32 = 16;
 
 /// Returns the first time of `epoch`.
@@ -167,8 +170,11 @@ pub fn build(
     limits: Limits,
     outputs: Arc<dyn ShadowOutputs>,
 ) {
-    let requests = request_source(scope, receiver);
+    let progress = ProbeHandle::new();
+    let requests = request_source(scope, receiver, progress.clone());
     let (outcomes, shadows) = requests.maintain_shadows(limits);
+    let outcomes = outcomes.probe_with(&progress);
+    let shadows = shadows.probe_with(&progress);
 
     let deliver_outputs = Arc::clone(&outputs);
     outcomes.sink(Pipeline, "Shadow: Deliver", move |(input, _frontier)| {

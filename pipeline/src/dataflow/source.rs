@@ -14,8 +14,10 @@
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::{Scope, Stream};
 use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc;
@@ -25,6 +27,14 @@ use super::{Time, epoch_start};
 
 /// Most requests the source emits per activation, so one burst cannot starve other operators.
 pub const MAX_REQUESTS_PER_ACTIVATION: usize = 4096;
+
+/// Most epochs the source runs ahead of the slowest downstream operator. With at most
+/// [`MAX_REQUESTS_PER_ACTIVATION`] requests per epoch, this bounds the requests inside the
+/// dataflow; the rest wait in the bounded request channel, which slows the senders down.
+pub const MAX_EPOCHS_IN_FLIGHT: u64 = 4;
+
+/// How soon a source held back by [`MAX_EPOCHS_IN_FLIGHT`] looks again.
+const HELD_BACK_RETRY: Duration = Duration::from_micros(200);
 
 /// Error returned when the dataflow no longer accepts requests (it is shutting down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -125,9 +135,13 @@ pub fn request_channel(capacity: usize) -> (RequestSender, RequestReceiver) {
 }
 
 /// Builds the source operator. Workers given `None` emit nothing and close their part at once.
+///
+/// `progress` must probe the end of the dataflow: the source emits nothing while that frontier
+/// is more than [`MAX_EPOCHS_IN_FLIGHT`] epochs behind.
 pub fn request_source<'scope>(
     scope: Scope<'scope, Time>,
     receiver: Option<RequestReceiver>,
+    progress: ProbeHandle<Time>,
 ) -> Stream<'scope, Time, Vec<Request>> {
     source(scope, "Requests: Source", move |capability, info| {
         let reschedule = scope.activator_for(Rc::clone(&info.address));
@@ -145,6 +159,12 @@ pub fn request_source<'scope>(
                 capability = None;
                 return;
             };
+            if epoch > MAX_EPOCHS_IN_FLIGHT
+                && progress.less_than(&epoch_start(epoch - MAX_EPOCHS_IN_FLIGHT))
+            {
+                reschedule.activate_after(HELD_BACK_RETRY);
+                return;
+            }
             receiver_ref.wakeup.pending.store(false, Ordering::Release);
             let mut emitted = 0;
             let mut closed = false;

@@ -111,8 +111,8 @@ struct Entry {
     live: Option<Arc<ShadowVersion>>,
     /// Last version of the shadow before it was deleted (0 if it never was).
     deleted_version: u64,
-    /// Epoch and sequence of the last change, so changes within one epoch get distinct times.
-    last_change: Option<(u64, u32)>,
+    /// Time of the last change, so that every change of the key gets a later time.
+    last_change: Option<Time>,
 }
 
 /// The shadows owned by one worker.
@@ -283,13 +283,15 @@ fn rejected_outcome(request: Request, error: ShadowError, client_token: Option<S
     }
 }
 
-/// Returns the time of a key's next change in `epoch`: the epoch's first time for its first
-/// change in the epoch, then the following times.
-fn next_time(last_change: &mut Option<(u64, u32)>, epoch: u64) -> Time {
-    let sequence = match *last_change {
-        Some((last_epoch, sequence)) if last_epoch == epoch => sequence + 1,
-        _ => 0,
+/// Returns the time of a key's next change in `epoch`: the epoch's first time, or the time
+/// after the key's last change if that is not earlier, so each key's change times strictly
+/// increase even when one epoch changes it many times.
+fn next_time(last_change: &mut Option<Time>, epoch: u64) -> Time {
+    let first = epoch_start(epoch);
+    let time = match *last_change {
+        Some(last) if last >= first => last + 1,
+        _ => first,
     };
-    *last_change = Some((epoch, sequence));
-    epoch_start(epoch) | u64::from(sequence)
+    *last_change = Some(time);
+    time
 }
