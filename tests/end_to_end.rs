@@ -62,7 +62,7 @@ fn lamp_story(service: Service, broker_port: u16) {
     );
     assert!(shadow["metadata"]["reported"]["color"]["timestamp"].is_i64());
 
-    // The app asks for green; the device gets the delta.
+    // The app requests green, and the device receives the delta.
     let (status, accepted) = app.post(
         "/things/lamp/shadow",
         r#"{"state":{"desired":{"color":"GREEN"}},"clientToken":"app-1"}"#,

@@ -23,7 +23,7 @@ fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
-/// The expected final reported state and update count of every thing in the data set.
+/// Computes the expected final reported state and update count of every thing in the data set.
 fn expected_shadows(
     dataset: Dataset,
     path: &std::path::Path,

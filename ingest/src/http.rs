@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 /// Default time an HTTP request waits for the dataflow's reply.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why an HTTP request got no reply from the dataflow.
+/// Reason an HTTP request got no reply from the dataflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {

@@ -3,7 +3,7 @@
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 
-/// Why a body could not be read.
+/// Reason a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
     /// The body is longer than the cap.

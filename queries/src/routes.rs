@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::body::{BodyError, read_capped};
 
-/// What the handlers share.
+/// State shared by the handlers.
 #[derive(Debug)]
 pub struct ApiState {
     /// Forwards requests into the dataflow and waits for replies.

@@ -88,7 +88,7 @@ pub async fn run_source(
     disconnect(&client, &mut event_loop).await;
 }
 
-/// Forwards one publish to the dataflow, or answers it here when its names are invalid.
+/// Forwards one publish to the dataflow, or rejects it here when its names are invalid.
 async fn forward(
     client: &AsyncClient,
     limits: &Limits,

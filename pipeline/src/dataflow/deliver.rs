@@ -174,7 +174,7 @@ fn history_row(
     }
 }
 
-/// Sends a response document to whoever `reply_to` names.
+/// Sends a response document to the destination in `reply_to`.
 fn respond(
     outputs: &dyn ShadowOutputs,
     key: &ShadowKey,
@@ -213,7 +213,7 @@ fn respond(
 }
 
 fn encode(document: &Value) -> Vec<u8> {
-    // Serialising a `Value` cannot fail: its keys are strings and its numbers finite.
+    // serde_json fails to serialise only maps with non-string keys, which a `Value` cannot have.
     serde_json::to_vec(document).unwrap_or_default()
 }
 

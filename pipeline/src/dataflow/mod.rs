@@ -1,4 +1,4 @@
-//! The timely/differential dataflow that holds every shadow.
+//! The timely/differential dataflow that stores every shadow.
 //!
 //! ```text
 //! Requests: Source ──exchange by shadow key──▶ Shadow: Apply ──outcomes──▶ Shadow: Deliver
@@ -53,9 +53,11 @@ use crate::shadow::Limits;
 /// Dataflow time: `epoch << SEQUENCE_BITS | sequence within the epoch`.
 pub type Time = u64;
 
-/// Bits of a [`Time`] that hold the sequence number within an epoch. A shadow changed more
-/// than `2^SEQUENCE_BITS` times in one batch gets times of later epochs, which keeps its change
-/// times increasing; only [`epoch_of`] of such a time is then later than the batch's epoch.
+/// Bits of a [`Time`] that contain the sequence number within an epoch.
+///
+/// A shadow changed more than `2^SEQUENCE_BITS` times in one batch gets times of later epochs,
+/// so its change times keep increasing. For such a time, [`epoch_of`] returns a later epoch
+/// than the batch's.
 pub const SEQUENCE_BITS: u32 = 16;
 
 /// Returns the first time of `epoch`.

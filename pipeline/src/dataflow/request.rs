@@ -37,7 +37,7 @@ pub enum ReplyTo {
         /// Id under which the HTTP handler waits for the reply.
         request_id: u64,
     },
-    /// Nobody waits for a response (in-process replay).
+    /// No response is sent (in-process replay).
     Nobody,
 }
 

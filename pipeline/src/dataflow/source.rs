@@ -1,6 +1,6 @@
 //! The request source: a channel from ingest tasks into the dataflow.
 //!
-//! Ingest code (MQTT event loops, HTTP handlers) holds a [`RequestSender`]; worker 0 drains the
+//! Ingest code (MQTT event loops, HTTP handlers) owns a [`RequestSender`]; worker 0 drains the
 //! matching [`RequestReceiver`] in the `Requests: Source` operator and stamps each drained batch
 //! with a new epoch. The channel is bounded, so a dataflow that falls behind slows its senders
 //! down instead of buffering without limit.
@@ -28,12 +28,13 @@ use super::{Time, epoch_start};
 /// Most requests the source emits per activation, so one burst cannot starve other operators.
 pub const MAX_REQUESTS_PER_ACTIVATION: usize = 4096;
 
-/// Most epochs the source runs ahead of the slowest downstream operator. With at most
-/// [`MAX_REQUESTS_PER_ACTIVATION`] requests per epoch, this bounds the requests inside the
-/// dataflow; the rest wait in the bounded request channel, which slows the senders down.
+/// Maximum number of epochs the source runs ahead of the slowest downstream operator.
+///
+/// Each epoch has at most [`MAX_REQUESTS_PER_ACTIVATION`] requests, so this bounds the requests
+/// inside the dataflow. The rest wait in the bounded request channel, which slows the senders.
 pub const MAX_EPOCHS_IN_FLIGHT: u64 = 4;
 
-/// How soon a source held back by [`MAX_EPOCHS_IN_FLIGHT`] looks again.
+/// Delay before a source held back by [`MAX_EPOCHS_IN_FLIGHT`] checks again.
 const HELD_BACK_RETRY: Duration = Duration::from_micros(200);
 
 /// Error returned when the dataflow no longer accepts requests (it is shutting down).
@@ -118,7 +119,7 @@ pub struct RequestReceiver {
     wakeup: Arc<Wakeup>,
 }
 
-/// Creates a request channel that holds at most `capacity` queued requests.
+/// Creates a request channel with room for `capacity` queued requests.
 pub fn request_channel(capacity: usize) -> (RequestSender, RequestReceiver) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     let wakeup = Arc::new(Wakeup::default());

@@ -1,6 +1,6 @@
 //! The single-writer state of the shadows one worker owns, and how requests change it.
 //!
-//! [`ShadowState::apply`] holds the whole shadow semantics of the dataflow, free of timely so it
+//! [`ShadowState::apply`] contains the whole shadow semantics of the dataflow, free of timely so it
 //! can be tested directly. It decodes a request and applies it to the shadow it addresses. It
 //! returns the [`Outcome`] for the requester and the change of the shadows collection.
 //!
@@ -283,9 +283,10 @@ fn rejected_outcome(request: Request, error: ShadowError, client_token: Option<S
     }
 }
 
-/// Returns the time of a key's next change in `epoch`: the epoch's first time, or the time
-/// after the key's last change if that is not earlier, so each key's change times strictly
-/// increase even when one epoch changes it many times.
+/// Returns the time of a key's next change in `epoch`.
+///
+/// That is the epoch's first time, or the time after the key's last change if that is later.
+/// So each key's change times strictly increase, even when one epoch changes it many times.
 fn next_time(last_change: &mut Option<Time>, epoch: u64) -> Time {
     let first = epoch_start(epoch);
     let time = match *last_change {

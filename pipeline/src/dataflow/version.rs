@@ -91,7 +91,8 @@ pub struct PendingDelta {
 }
 
 impl PendingDelta {
-    /// Returns the delta (always present: the collection only holds non-empty deltas).
+    /// Returns the delta, which is always present because the collection contains only
+    /// non-empty deltas.
     pub fn delta(&self) -> Option<&Delta> {
         self.version.delta()
     }
