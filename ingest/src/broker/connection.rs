@@ -8,23 +8,28 @@
 //! - The task takes routed messages from its session only while fewer than
 //!   [`WRITE_HIGH_WATER_BYTES`] wait to be written. A slow reader's backlog stays in its
 //!   session queue, which `max_queued_messages` and `max_queued_qos0_messages` bound.
+//! - Flow control (see the `flow` module): while the task's client waits for congested
+//!   subscribers, the task keeps the client's packets and stops reading after
+//!   [`flow::HELD_HIGH_WATER_BYTES`], but keeps writing. Keep-alive is not checked during such a
+//!   pause, and the client gets a full interval after it. While the task's own session is
+//!   congested, the task disconnects its client after `slow_subscriber_timeout_ms` without
+//!   a PUBACK read or a byte written.
 
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::mqttbytes;
 use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{self, Instant};
 
+use super::close::{CloseReason, log_close};
+use super::flow::{self, PublisherPause, StallWatch};
+use super::handshake::handshake;
 use super::link::{ConnectRequest, ConnectionSignals, SessionHandle};
-use super::metrics::Counters;
-use super::protocol::{self, AcceptedConnect, ConnectionState, ProtocolError, Step};
+use super::protocol::{AcceptedConnect, ConnectionState, Step};
 use super::shared::Shared;
 use super::transport::{READ_RESERVE_BYTES, Transport};
 
@@ -33,56 +38,6 @@ const WRITE_HIGH_WATER_BYTES: usize = 64 * 1024;
 
 /// Room for replies (PUBACK, SUBACK, PINGRESP) above a full write buffer before reading pauses.
 const REPLY_ALLOWANCE_BYTES: usize = 64 * 1024;
-
-/// Time allowed to send a CONNACK that rejects a connection.
-const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Reason a connection ended.
-#[derive(Debug)]
-enum CloseReason {
-    /// The client sent DISCONNECT.
-    Disconnected,
-    /// The client closed the TCP connection without DISCONNECT.
-    ClosedByClient,
-    /// No packet arrived within 1.5 times the keep-alive interval.
-    KeepAliveTimeout,
-    /// The client broke the protocol.
-    Protocol(ProtocolError),
-    /// Reading or writing the socket failed.
-    Io(io::Error),
-    /// A packet could not be encoded, which points to a broker bug.
-    Encode(mqttbytes::Error),
-    /// Another connection with the same client id took the session over.
-    TakenOver,
-    /// The broker is shutting down.
-    Shutdown,
-}
-
-impl CloseReason {
-    /// Returns whether the will is published. It is when the connection ends without
-    /// DISCONNECT, except at take-over (the router publishes it then) and at broker shutdown.
-    fn publishes_will(&self) -> bool {
-        !matches!(
-            self,
-            CloseReason::Disconnected | CloseReason::TakenOver | CloseReason::Shutdown
-        )
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Disconnected => formatter.write_str("client sent DISCONNECT"),
-            CloseReason::ClosedByClient => formatter.write_str("client closed the connection"),
-            CloseReason::KeepAliveTimeout => formatter.write_str("keep-alive timed out"),
-            CloseReason::Protocol(error) => write!(formatter, "protocol violation: {error}"),
-            CloseReason::Io(error) => write!(formatter, "socket error: {error}"),
-            CloseReason::Encode(error) => write!(formatter, "encoding a packet failed: {error}"),
-            CloseReason::TakenOver => formatter.write_str("taken over by a newer connection"),
-            CloseReason::Shutdown => formatter.write_str("broker shutting down"),
-        }
-    }
-}
 
 /// Detaches the connection from its session when dropped, so that the session is detached
 /// and the will published even if the task panics.
@@ -167,6 +122,9 @@ pub(crate) async fn serve_connection(
         keep_alive_timeout,
         deadline: Instant::now() + keep_alive_timeout,
         outgoing_ready: true,
+        pause: PublisherPause::default(),
+        stall: StallWatch::new(shared.limits.slow_subscriber_timeout),
+        read_closed: false,
     };
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present));
     let reason = match connection.transport.encode(&connack) {
@@ -175,86 +133,6 @@ pub(crate) async fn serve_connection(
     };
     registration.publish_will = reason.publishes_will();
     log_close(&handle, &reason, &shared.counters);
-}
-
-/// Reads and checks the CONNECT packet; on rejection sends the CONNACK return code.
-async fn handshake(
-    transport: &mut Transport,
-    shared: &Shared,
-    connection_id: u64,
-) -> Option<AcceptedConnect> {
-    let connect = match time::timeout(shared.limits.connect_timeout, transport.read_connect()).await
-    {
-        Err(_elapsed) => {
-            tracing::debug!(
-                timeout_ms = shared.limits.connect_timeout.as_millis() as u64,
-                "no CONNECT in time; closing the connection"
-            );
-            return None;
-        }
-        Ok(Ok(None)) => {
-            tracing::debug!("connection closed before CONNECT");
-            return None;
-        }
-        Ok(Ok(Some(connect))) => connect,
-        Ok(Err(ProtocolError::Malformed(
-            mqttbytes::Error::InvalidProtocol | mqttbytes::Error::InvalidProtocolLevel(_),
-        ))) => {
-            tracing::warn!("rejecting CONNECT: only MQTT 3.1.1 is supported");
-            reject_connect(transport, ConnectReturnCode::RefusedProtocolVersion).await;
-            return None;
-        }
-        Ok(Err(error)) => return reject_malformed(shared, error),
-    };
-    if let Err(error) = protocol::check_will(&connect, shared.limits.max_payload_bytes) {
-        return reject_malformed(shared, error);
-    }
-    let client_id = connect.client_id.clone();
-    match protocol::check_connect(connect, connection_id, &*shared.authorizer) {
-        Ok(accepted) => Some(accepted),
-        Err(code) => {
-            tracing::warn!(client_id, return_code = ?code, "rejecting CONNECT");
-            reject_connect(transport, code).await;
-            None
-        }
-    }
-}
-
-/// Sends a CONNACK with the rejecting return `code`; the caller then closes the connection.
-async fn reject_connect(transport: &mut Transport, code: ConnectReturnCode) {
-    transport.write_buffer.clear();
-    if transport
-        .encode(&Packet::ConnAck(ConnAck::new(code, false)))
-        .is_ok()
-    {
-        let write = transport.writer.write_all_buf(&mut transport.write_buffer);
-        // The connection closes either way, so a failed or slow write changes nothing.
-        let _ = time::timeout(REJECT_WRITE_TIMEOUT, write).await;
-    }
-}
-
-fn reject_malformed(shared: &Shared, error: ProtocolError) -> Option<AcceptedConnect> {
-    Counters::add(&shared.counters.protocol_errors, 1);
-    tracing::warn!(error = %error, "closing connection before CONNECT: protocol violation");
-    None
-}
-
-fn log_close(handle: &SessionHandle, reason: &CloseReason, counters: &Counters) {
-    match reason {
-        CloseReason::Protocol(error) => {
-            Counters::add(&counters.protocol_errors, 1);
-            tracing::warn!(client_id = %handle.client_id, error = %error,
-                "closing MQTT connection after a protocol violation");
-        }
-        CloseReason::Encode(error) => {
-            tracing::error!(client_id = %handle.client_id, error = %error,
-                "encoding a packet failed; closing the MQTT connection");
-        }
-        _ => {
-            tracing::debug!(client_id = %handle.client_id, reason = %reason,
-                "MQTT connection closed");
-        }
-    }
 }
 
 /// One connected client after CONNECT.
@@ -269,83 +147,188 @@ struct Connection {
     deadline: Instant,
     /// Whether the session may have messages to send.
     outgoing_ready: bool,
+    /// The wait of this client's packets for congested subscribers, as a publisher.
+    pause: PublisherPause,
+    /// The progress of this client, as a subscriber whose own session may be congested.
+    stall: StallWatch,
+    /// Whether the client closed its sending side while held packets still wait.
+    read_closed: bool,
 }
 
 impl Connection {
     async fn run(&mut self) -> CloseReason {
-        let read_pause_bytes =
-            WRITE_HIGH_WATER_BYTES + self.transport.max_packet_bytes + REPLY_ALLOWANCE_BYTES;
         loop {
-            if self.outgoing_ready
-                && self.transport.write_buffer.len() < WRITE_HIGH_WATER_BYTES
-                && let Err(reason) = self.fill_outgoing()
-            {
+            if let Err(reason) = self.prepare_wait() {
                 return reason;
             }
-            let transport = &mut self.transport;
-            transport.read_buffer.reserve(READ_RESERVE_BYTES);
-            let can_read = transport.write_buffer.len() < read_pause_bytes;
-            let can_write = !transport.write_buffer.is_empty();
-            tokio::select! {
-                changed = self.shutdown.changed() => {
-                    if changed.is_err() || *self.shutdown.borrow() {
-                        return CloseReason::Shutdown;
-                    }
-                }
-                () = self.signals.replaced.notified() => return CloseReason::TakenOver,
-                () = self.signals.outgoing.notified(), if !self.outgoing_ready => {
-                    self.outgoing_ready = true;
-                }
-                () = time::sleep_until(self.deadline), if !self.keep_alive_timeout.is_zero() => {
-                    return CloseReason::KeepAliveTimeout;
-                }
-                read = transport.reader.read_buf(&mut transport.read_buffer), if can_read => {
-                    match read {
-                        Ok(0) => return CloseReason::ClosedByClient,
-                        Ok(_) => {
-                            if let Some(reason) = self.process_input() {
-                                return reason;
-                            }
-                        }
-                        Err(error) => return CloseReason::Io(error),
-                    }
-                }
-                written = transport.writer.write_buf(&mut transport.write_buffer), if can_write => {
-                    if let Err(error) = written {
-                        return CloseReason::Io(error);
-                    }
-                }
+            if let Some(reason) = self.wait_and_handle().await {
+                return reason;
             }
         }
     }
 
-    /// Handles every complete packet read so far; returns why to close, if the client must
-    /// be disconnected.
-    fn process_input(&mut self) -> Option<CloseReason> {
-        // Each pass consumes one packet from the read buffer, so the loop ends with its bytes.
-        loop {
-            let packet = match self.transport.decode() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return None,
-                Err(error) => return Some(CloseReason::Protocol(error)),
-            };
+    /// Ends a pause whose sessions have drained and handles the packets it held, then fills
+    /// the write buffer from the session.
+    fn prepare_wait(&mut self) -> Result<(), CloseReason> {
+        if self.pause.remove_drained(&self.state.handle().client_id) {
+            // Keep-alive is not checked during a pause, so the client gets a full interval.
             self.deadline = Instant::now() + self.keep_alive_timeout;
-            let step = match self.state.handle_packet(&self.shared, packet) {
-                Ok(step) => step,
-                Err(error) => return Some(CloseReason::Protocol(error)),
-            };
-            match step {
-                Step::Continue => {}
-                Step::Reply(reply) => {
-                    if let Err(error) = self.transport.encode(&reply) {
-                        return Some(CloseReason::Encode(error));
-                    }
-                }
-                Step::Acknowledged => self.outgoing_ready = true,
-                Step::Disconnect => return Some(CloseReason::Disconnected),
-                Step::TakenOver => return Some(CloseReason::TakenOver),
+            if let Some(reason) = self.process_input() {
+                return Err(reason);
             }
         }
+        if self.read_closed && !self.pause.has_held() {
+            return Err(CloseReason::ClosedByClient);
+        }
+        if self.outgoing_ready && self.transport.write_buffer.len() < WRITE_HIGH_WATER_BYTES {
+            self.fill_outgoing()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next event of the connection and handles it; returns why to close, if
+    /// the connection must end.
+    async fn wait_and_handle(&mut self) -> Option<CloseReason> {
+        let read_pause_bytes =
+            WRITE_HIGH_WATER_BYTES + self.transport.max_packet_bytes + REPLY_ALLOWANCE_BYTES;
+        let flow_deadline = self.flow_deadline();
+        let checks_keep_alive = !self.keep_alive_timeout.is_zero() && !self.pause.is_paused();
+        let transport = &mut self.transport;
+        transport.read_buffer.reserve(READ_RESERVE_BYTES);
+        let can_read = !self.read_closed
+            && self.pause.can_read()
+            && transport.write_buffer.len() < read_pause_bytes;
+        let can_write = !transport.write_buffer.is_empty();
+        tokio::select! {
+            changed = self.shutdown.changed() => {
+                if changed.is_err() || *self.shutdown.borrow() {
+                    return Some(CloseReason::Shutdown);
+                }
+            }
+            () = self.signals.replaced.notified() => return Some(CloseReason::TakenOver),
+            () = self.signals.outgoing.notified(), if !self.outgoing_ready => {
+                self.outgoing_ready = true;
+            }
+            // The next pass computes the new flow-control deadline.
+            () = self.signals.congestion.wait_for_start() => {}
+            () = self.pause.wait_for_drain(), if self.pause.is_paused() => {}
+            () = time::sleep_until(flow_deadline.unwrap_or_else(Instant::now)),
+                if flow_deadline.is_some() => return self.handle_flow_deadline(),
+            () = time::sleep_until(self.deadline), if checks_keep_alive => {
+                return Some(CloseReason::KeepAliveTimeout);
+            }
+            read = transport.reader.read_buf(&mut transport.read_buffer), if can_read => {
+                return match read {
+                    Ok(0) if self.pause.has_held() => {
+                        self.read_closed = true;
+                        None
+                    }
+                    Ok(0) => Some(CloseReason::ClosedByClient),
+                    Ok(_) => self.process_input(),
+                    Err(error) => Some(CloseReason::Io(error)),
+                };
+            }
+            written = transport.writer.write_buf(&mut transport.write_buffer), if can_write => {
+                match written {
+                    Ok(0) => {}
+                    Ok(_) => self.stall.record_progress(),
+                    Err(error) => return Some(CloseReason::Io(error)),
+                }
+            }
+        }
+        None
+    }
+
+    /// Returns the earlier of two flow-control deadlines: when this client, as a congested
+    /// subscriber, counts as stalled, and when its pause as a publisher counts as long.
+    fn flow_deadline(&mut self) -> Option<Instant> {
+        let stalled_at = self.stall.stalled_at(self.signals.congestion.is_active());
+        match (stalled_at, self.pause.long_pause_at()) {
+            (Some(stalled_at), Some(long_pause_at)) => Some(stalled_at.min(long_pause_at)),
+            (stalled_at, long_pause_at) => stalled_at.or(long_pause_at),
+        }
+    }
+
+    /// Acts on the flow-control deadline that has passed: disconnects a stalled subscriber,
+    /// or reports a long pause.
+    fn handle_flow_deadline(&mut self) -> Option<CloseReason> {
+        let now = Instant::now();
+        let stalled = self.stall.stalled_at(self.signals.congestion.is_active());
+        if stalled.is_some_and(|stalled_at| stalled_at <= now) {
+            return Some(CloseReason::SlowSubscriber(self.stall.timeout()));
+        }
+        if self
+            .pause
+            .long_pause_at()
+            .is_some_and(|long_pause_at| long_pause_at <= now)
+        {
+            let publisher = &self.state.handle().client_id;
+            self.pause
+                .report_long_pause(publisher, &self.shared.long_pause_log);
+        }
+        None
+    }
+
+    /// Handles the held packets once no pause is left, then every complete packet read so
+    /// far. During a pause, it keeps each packet that [`flow::is_handled_during_pause`] does
+    /// not accept for later. Returns why to close, if the client must be disconnected.
+    fn process_input(&mut self) -> Option<CloseReason> {
+        // Each pass takes one held packet or consumes one packet from the read buffer, so the
+        // loop ends with them.
+        loop {
+            let packet = match self.pause.next_held() {
+                Some(packet) => packet,
+                None => {
+                    let buffered_bytes = self.transport.read_buffer.len();
+                    let packet = match self.transport.decode() {
+                        Ok(Some(packet)) => packet,
+                        Ok(None) => return None,
+                        Err(error) => return Some(CloseReason::Protocol(error)),
+                    };
+                    self.deadline = Instant::now() + self.keep_alive_timeout;
+                    if self.pause.is_paused() && !flow::is_handled_during_pause(&packet) {
+                        let bytes = buffered_bytes - self.transport.read_buffer.len();
+                        self.pause.hold(packet, bytes);
+                        continue;
+                    }
+                    packet
+                }
+            };
+            if let Some(reason) = self.handle_packet(packet) {
+                return Some(reason);
+            }
+        }
+    }
+
+    /// Handles one packet; returns why to close, if the client must be disconnected.
+    fn handle_packet(&mut self, packet: Packet) -> Option<CloseReason> {
+        let step = match self.state.handle_packet(&self.shared, packet) {
+            Ok(step) => step,
+            Err(error) => return Some(CloseReason::Protocol(error)),
+        };
+        match step {
+            Step::Continue => {}
+            Step::Reply(reply) => {
+                if let Err(error) = self.transport.encode(&reply) {
+                    return Some(CloseReason::Encode(error));
+                }
+            }
+            Step::ReplyThenPause { reply, congested } => {
+                if let Err(error) = self.transport.encode(&reply) {
+                    return Some(CloseReason::Encode(error));
+                }
+                let publisher = &self.state.handle().client_id;
+                self.pause
+                    .pause(publisher, congested, &self.shared.counters);
+            }
+            Step::Acknowledged => {
+                self.outgoing_ready = true;
+                self.stall.record_progress();
+            }
+            Step::Disconnect => return Some(CloseReason::Disconnected),
+            Step::TakenOver => return Some(CloseReason::TakenOver),
+        }
+        None
     }
 
     /// Moves the session's next messages into the write buffer, up to the high-water mark.

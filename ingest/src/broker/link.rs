@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use super::flow::Congestion;
 use super::session::Message;
 use super::tree::ClientId;
 
@@ -15,6 +16,8 @@ pub(crate) struct ConnectionSignals {
     pub(crate) outgoing: Notify,
     /// Notified when another connection with the same client id took the session over.
     pub(crate) replaced: Notify,
+    /// Whether the session's queue is congested, which pauses its publishers.
+    pub(crate) congestion: Arc<Congestion>,
 }
 
 /// Identifies the connection that currently owns a session.

@@ -24,6 +24,12 @@ pub struct BrokerMetrics {
     pub queued_dropped: u64,
     /// Connections closed because the client broke the protocol.
     pub protocol_errors: u64,
+    /// Times a publisher's connection paused reading because a QoS 1 message left a
+    /// connected subscriber's queue at or above `flow_control_high_messages`.
+    pub flow_control_pauses: u64,
+    /// Subscribers disconnected because their queue stayed at or above
+    /// `flow_control_high_messages` without progress for `slow_subscriber_timeout_ms`.
+    pub slow_subscriber_disconnects: u64,
 }
 
 /// The live counters behind [`BrokerMetrics`], shared by the router and every connection.
@@ -36,6 +42,8 @@ pub(crate) struct Counters {
     pub(crate) qos0_dropped: AtomicU64,
     pub(crate) queued_dropped: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) flow_control_pauses: AtomicU64,
+    pub(crate) slow_subscriber_disconnects: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +65,8 @@ impl Counters {
             qos0_dropped: read(&self.qos0_dropped),
             queued_dropped: read(&self.queued_dropped),
             protocol_errors: read(&self.protocol_errors),
+            flow_control_pauses: read(&self.flow_control_pauses),
+            slow_subscriber_disconnects: read(&self.slow_subscriber_disconnects),
         }
     }
 }

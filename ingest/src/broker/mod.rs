@@ -8,11 +8,16 @@
 //! # Layout
 //! - [`config`]: [`EmbeddedBrokerConfig`] and its defaults.
 //! - `server`: the listener, one task per connection, and [`EmbeddedBroker`], the handle.
-//! - `connection`: the socket loop of one connection; `transport`: its socket halves,
-//!   buffers and packet codec.
+//! - `connection`: the socket loop of one connection.
+//! - `handshake`: the CONNECT check of a new connection, and its rejection.
+//! - `close`: the reasons a connection ends, with their log lines.
+//! - `transport`: the socket halves of a connection, its buffers and packet codec.
 //! - `protocol`: CONNECT checks and the reaction to each client packet, without I/O.
-//! - `router`: sessions, subscriptions, retained messages and message routing, without I/O;
-//!   `link`: the handle and wake-up signals that tie a connection to its session.
+//! - `router`: sessions, subscriptions, retained messages and, in `router::routing`, message
+//!   routing, without I/O; `link`: the handle and wake-up signals that tie a connection to
+//!   its session.
+//! - `flow`: flow control, the congestion of slow subscribers' sessions and the pauses of
+//!   their publishers.
 //! - `session`: one session's queue, inflight window and packet ids.
 //! - `tree` and `topic`: the subscription index, filter validation and topic matching.
 //! - `auth`: the single place where CONNECT, SUBSCRIBE and PUBLISH are authorised.
@@ -26,10 +31,19 @@
 //!   subscriptions are granted QoS 1), MQTT 3.1 and MQTT 5, TLS, WebSockets, authentication,
 //!   `$SYS` topics, and session expiry.
 //! - Everything lives in memory. Sessions and retained messages end with the process.
-//! - A message reaches each subscriber in the order its publisher sent it. A subscriber that
-//!   reads slowly never holds up the publisher or other subscribers. Its QoS 0 messages are
-//!   dropped once `max_queued_qos0_messages` wait, and its QoS 1 messages wait in its
-//!   session, up to `max_queued_messages`.
+//! - A message reaches each subscriber in the order its publisher sent it.
+//! - A connected subscriber that reads more slowly than its publishers send slows them down
+//!   instead of losing QoS 1 messages. Once its queue reaches `flow_control_high_messages`,
+//!   each publisher whose QoS 1 message is queued there gets its PUBACK, but the broker
+//!   handles no further PUBLISH from it until the queue has drained to half the mark. Other
+//!   subscribers of those publishers then receive at the slow subscriber's pace too.
+//! - A subscriber that stays at or above the mark without a PUBACK or a byte written for
+//!   `slow_subscriber_timeout_ms` is disconnected, so a stalled client cannot stall its
+//!   publishers for longer.
+//! - QoS 0 messages for a slow subscriber are dropped once `max_queued_qos0_messages`
+//!   wait, and never slow a publisher down. The queue of an offline persistent session
+//!   never slows a publisher down either. It keeps up to `max_queued_messages` QoS 1
+//!   messages and then drops the oldest.
 //!
 //! # Example
 //! ```no_run
@@ -49,9 +63,12 @@
 //! ```
 
 mod auth;
+mod close;
 pub mod config;
 mod connection;
 mod error;
+mod flow;
+mod handshake;
 mod link;
 mod metrics;
 mod protocol;
@@ -64,9 +81,10 @@ mod transport;
 mod tree;
 
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_QOS0_MESSAGES,
-    EmbeddedBrokerConfig,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FLOW_CONTROL_HIGH_MESSAGES, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_QUEUED_QOS0_MESSAGES,
+    DEFAULT_SLOW_SUBSCRIBER_TIMEOUT_MS, EmbeddedBrokerConfig,
 };
 pub use error::BrokerError;
 pub use metrics::BrokerMetrics;

@@ -18,6 +18,7 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{self, Protocol, QoS};
 
 use super::auth::Authorizer;
+use super::flow::CongestedSession;
 use super::link::{SessionHandle, SessionTakenOver};
 use super::metrics::Counters;
 use super::session::{Message, min_qos};
@@ -144,12 +145,20 @@ pub(crate) fn check_will(connect: &Connect, max_payload_bytes: usize) -> Result<
 }
 
 /// Next action of the connection after a handled packet.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Step {
     /// Nothing to send.
     Continue,
     /// Send this reply.
     Reply(Packet),
+    /// Send this PUBACK, then handle no further packet from the client, except PUBACK and
+    /// PINGREQ, until every one of the congested sessions has drained.
+    ReplyThenPause {
+        /// The PUBACK of the message that went into congested queues.
+        reply: Packet,
+        /// Subscribers' sessions to wait for.
+        congested: Vec<CongestedSession>,
+    },
     /// An inflight slot was freed, so more messages may be sent.
     Acknowledged,
     /// The client sent DISCONNECT: close without publishing the will.
@@ -231,6 +240,7 @@ impl ConnectionState {
         {
             return Err(ProtocolError::PublishNotAuthorized(publish.topic));
         }
+
         Counters::add(&shared.counters.messages_received, 1);
         let message = Message {
             topic: Arc::from(publish.topic),
@@ -238,13 +248,21 @@ impl ConnectionState {
             qos: publish.qos,
             retain: publish.retain,
         };
-        if let Err(taken_over) = shared.router().publish_from(&self.handle, message) {
-            return Ok(taken_over.into());
+        let routed = shared.router().publish_from(&self.handle, message);
+        let congested = match routed {
+            Ok(congested) => congested,
+            Err(taken_over) => return Ok(taken_over.into()),
+        };
+
+        // Only QoS 1 copies congest a session, so a QoS 0 message never pauses its publisher.
+        if publish.qos == QoS::AtMostOnce {
+            return Ok(Step::Continue);
         }
-        Ok(match publish.qos {
-            QoS::AtMostOnce => Step::Continue,
-            _ => Step::Reply(Packet::PubAck(PubAck::new(publish.pkid))),
-        })
+        let reply = Packet::PubAck(PubAck::new(publish.pkid));
+        if congested.is_empty() {
+            return Ok(Step::Reply(reply));
+        }
+        Ok(Step::ReplyThenPause { reply, congested })
     }
 
     fn handle_subscribe(&mut self, shared: &Shared, subscribe: Subscribe) -> Step {

@@ -133,7 +133,6 @@ impl Session {
     }
 
     /// Number of messages waiting to be sent, not counting unacknowledged ones.
-    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::auth::Authorizer;
 use super::config::EmbeddedBrokerConfig;
+use super::flow::{FlowControlLimits, LongPauseLog};
 use super::metrics::Counters;
 use super::router::Router;
 use super::session::SessionLimits;
@@ -18,6 +19,8 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_packet_bytes: usize,
     /// Time a new connection has to send CONNECT.
     pub(crate) connect_timeout: Duration,
+    /// Time a congested subscriber may go without progress before it is disconnected.
+    pub(crate) slow_subscriber_timeout: Duration,
 }
 
 /// Router, counters, authorizer and limits of one broker.
@@ -34,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) authorizer: Arc<dyn Authorizer>,
     /// Limits checked by each connection.
     pub(crate) limits: ConnectionLimits,
+    /// Rate limit of the WARN line about publishers paused for a long time.
+    pub(crate) long_pause_log: LongPauseLog,
 }
 
 impl Shared {
@@ -45,15 +50,19 @@ impl Shared {
             max_queued_messages: config.max_queued_messages,
             max_queued_qos0_messages: config.max_queued_qos0_messages,
         };
+        let flow_limits = FlowControlLimits::new(config.flow_control_high_messages);
+        let router = Router::new(session_limits, flow_limits, Arc::clone(&counters));
         Shared {
-            router: Mutex::new(Router::new(session_limits, Arc::clone(&counters))),
+            router: Mutex::new(router),
             counters,
             authorizer,
             limits: ConnectionLimits {
                 max_payload_bytes: config.max_payload_bytes,
                 max_packet_bytes: config.max_packet_bytes(),
                 connect_timeout: config.connect_timeout(),
+                slow_subscriber_timeout: config.slow_subscriber_timeout(),
             },
+            long_pause_log: LongPauseLog::default(),
         }
     }
 

@@ -44,7 +44,7 @@
 //!
 //! # async fn example() -> Result<(), ingest::replay::ReplayError> {
 //! let config = ReplayConfig::new(vec!["data/occupancy".into()], Dataset::Occupancy)
-//!     .with_broker("mqtt://127.0.0.1:1883".parse()?)
+//!     .with_broker("mqtt://127.0.0.1:1883".parse().expect("valid broker URL"))
 //!     .with_limit(Some(200));
 //! let summary = replay::run(config).await?;
 //! println!("{summary}");

@@ -2,6 +2,7 @@
 //! sockets, and end-to-end tests with real rumqttc clients against a broker on 127.0.0.1.
 //! Every wait is bounded by a timeout.
 
+mod flow;
 mod pubsub;
 mod robustness;
 mod router;
@@ -28,6 +29,14 @@ fn config_fills_missing_fields_with_defaults() {
     assert_eq!(config.max_inflight, 7);
     assert_eq!(config.max_queued_messages, DEFAULT_MAX_QUEUED_MESSAGES);
     assert_eq!(config.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
+    assert_eq!(
+        config.flow_control_high_messages,
+        DEFAULT_FLOW_CONTROL_HIGH_MESSAGES
+    );
+    assert_eq!(
+        config.slow_subscriber_timeout_ms,
+        DEFAULT_SLOW_SUBSCRIBER_TIMEOUT_MS
+    );
 }
 
 #[test]
@@ -67,6 +76,19 @@ fn config_validation_names_the_field() {
             connect_timeout_ms: 0,
             ..Default::default()
         },
+        EmbeddedBrokerConfig {
+            flow_control_high_messages: 0,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            max_queued_messages: 1_000,
+            flow_control_high_messages: 1_001,
+            ..Default::default()
+        },
+        EmbeddedBrokerConfig {
+            slow_subscriber_timeout_ms: 0,
+            ..Default::default()
+        },
     ];
     let expected_fields = [
         "max_inflight",
@@ -76,6 +98,9 @@ fn config_validation_names_the_field() {
         "max_queued_messages",
         "max_queued_qos0_messages",
         "connect_timeout_ms",
+        "flow_control_high_messages",
+        "flow_control_high_messages",
+        "slow_subscriber_timeout_ms",
     ];
     for (config, expected) in cases.iter().zip(expected_fields) {
         match config.validate() {

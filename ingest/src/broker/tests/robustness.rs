@@ -133,8 +133,10 @@ async fn wildcard_topic_publish_closes_connection() {
     broker.shutdown().await;
 }
 
-/// Subscribers that never read neither block the publisher nor other subscribers. Their QoS 0
-/// messages are dropped and counted, and their QoS 1 queue drops its oldest messages.
+/// Subscribers that never read hold up the publisher and other subscribers for at most
+/// `slow_subscriber_timeout_ms`. The QoS 0 one never does: its messages are dropped and
+/// counted. The QoS 1 one is disconnected, and its persistent session then drops its oldest
+/// messages.
 ///
 /// The publisher sends in chunks and waits for the reader after each chunk, so the reader
 /// never lags by more than its queue bound, while the stalled subscribers fall ever further
@@ -147,6 +149,8 @@ async fn stalled_subscriber_does_not_block_others() {
     let config = EmbeddedBrokerConfig {
         max_queued_messages: 200,
         max_queued_qos0_messages: 10,
+        flow_control_high_messages: 100,
+        slow_subscriber_timeout_ms: 300,
         ..test_config()
     };
     let broker = start(&config).await;
@@ -157,7 +161,7 @@ async fn stalled_subscriber_does_not_block_others() {
         .subscribe(1, &[("load/#", QoS::AtMostOnce)])
         .await;
     let (mut stalled_qos1, _) =
-        RawClient::connect(address, connect_packet("stalled-1", true, 0)).await;
+        RawClient::connect(address, connect_packet("stalled-1", false, 0)).await;
     stalled_qos1
         .subscribe(1, &[("load/#", QoS::AtLeastOnce)])
         .await;
@@ -199,6 +203,10 @@ async fn stalled_subscriber_does_not_block_others() {
     assert!(
         metrics.queued_dropped > 0,
         "no queued QoS 1 message dropped: {metrics:?}"
+    );
+    assert_eq!(
+        metrics.slow_subscriber_disconnects, 1,
+        "only the stalled QoS 1 subscriber is disconnected: {metrics:?}"
     );
     drop((stalled_qos0, stalled_qos1));
     broker.shutdown().await;

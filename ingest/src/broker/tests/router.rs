@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::SubscribeReasonCode;
 
+use crate::broker::flow::FlowControlLimits;
 use crate::broker::link::{ConnectRequest, ConnectionSignals, SessionHandle, SessionTakenOver};
 use crate::broker::metrics::Counters;
 use crate::broker::router::Router;
@@ -20,6 +21,8 @@ const LIMITS: SessionLimits = SessionLimits {
     max_queued_qos0_messages: 2,
 };
 
+const FLOW_CONTROL_HIGH_MESSAGES: usize = 4;
+
 struct Client {
     handle: SessionHandle,
     signals: Arc<ConnectionSignals>,
@@ -28,7 +31,11 @@ struct Client {
 
 fn router() -> (Router, Arc<Counters>) {
     let counters = Arc::new(Counters::default());
-    (Router::new(LIMITS, Arc::clone(&counters)), counters)
+    let flow_limits = FlowControlLimits::new(FLOW_CONTROL_HIGH_MESSAGES);
+    (
+        Router::new(LIMITS, flow_limits, Arc::clone(&counters)),
+        counters,
+    )
 }
 
 fn connect(
@@ -423,6 +430,170 @@ fn unsubscribe_stops_delivery() {
     router.publish(message("a/b", QoS::AtLeastOnce, "x"));
     assert!(payloads(&mut router, &lamp).is_empty());
     assert!(router.has_no_subscriptions());
+}
+
+/// Takes one message for `client` and acknowledges it, like a subscriber that reads one
+/// message at a time.
+fn take_one(router: &mut Router, client: &Client) {
+    let batch = router
+        .take_outgoing(&client.handle, 1)
+        .expect("session owned");
+    assert_eq!(batch.packets.len(), 1, "one message taken");
+    for publish in batch.packets {
+        router
+            .acknowledge(&client.handle, publish.pkid)
+            .expect("session owned");
+    }
+}
+
+/// Publishes a QoS 1 message from `publisher` to `topic` and returns the client ids of the
+/// congested sessions the publisher must wait for.
+fn publish_qos1(
+    router: &mut Router,
+    publisher: &Client,
+    topic: &str,
+    payload: &str,
+) -> Vec<String> {
+    router
+        .publish_from(&publisher.handle, message(topic, QoS::AtLeastOnce, payload))
+        .expect("session owned")
+        .iter()
+        .map(|session| session.client_id.to_string())
+        .collect()
+}
+
+#[test]
+fn congested_subscriber_pauses_publisher_until_low_mark() {
+    let (mut router, _) = router();
+    let slow = connect(&mut router, "slow", 1, true);
+    subscribe(&mut router, &slow, "load", QoS::AtLeastOnce);
+    let publisher = connect(&mut router, "publisher", 2, true);
+    for index in 0..FLOW_CONTROL_HIGH_MESSAGES - 1 {
+        let congested = publish_qos1(&mut router, &publisher, "load", &index.to_string());
+        assert!(
+            congested.is_empty(),
+            "message {index} is below the high-water mark"
+        );
+    }
+    let waiting = router
+        .publish_from(
+            &publisher.handle,
+            message("load", QoS::AtLeastOnce, "at-mark"),
+        )
+        .expect("session owned");
+    assert_eq!(
+        waiting.len(),
+        1,
+        "the message at the mark pauses its publisher"
+    );
+    assert_eq!(&*waiting[0].client_id, "slow");
+    assert!(slow.signals.congestion.is_active());
+
+    // The high-water mark is 4 and the low-water mark 2.
+    take_one(&mut router, &slow);
+    assert!(
+        !waiting[0].has_drained(),
+        "3 queued messages are above the low-water mark"
+    );
+    take_one(&mut router, &slow);
+    assert!(
+        waiting[0].has_drained(),
+        "2 queued messages reach the low-water mark"
+    );
+    assert!(!slow.signals.congestion.is_active());
+}
+
+#[test]
+fn pause_ends_at_first_drain() {
+    let (mut router, _) = router();
+    let slow = connect(&mut router, "slow", 1, true);
+    subscribe(&mut router, &slow, "load", QoS::AtLeastOnce);
+    let first = connect(&mut router, "first", 2, true);
+    let second = connect(&mut router, "second", 3, true);
+    for index in 0..FLOW_CONTROL_HIGH_MESSAGES - 1 {
+        publish_qos1(&mut router, &second, "load", &index.to_string());
+    }
+    let waiting = router
+        .publish_from(&first.handle, message("load", QoS::AtLeastOnce, "at-mark"))
+        .expect("session owned");
+    assert_eq!(waiting.len(), 1);
+
+    take_one(&mut router, &slow);
+    take_one(&mut router, &slow);
+    assert!(publish_qos1(&mut router, &second, "load", "refill-1").is_empty());
+    assert_eq!(
+        publish_qos1(&mut router, &second, "load", "refill-2"),
+        ["slow"]
+    );
+    assert!(
+        waiting[0].has_drained(),
+        "the first publisher may resume although the session is congested again"
+    );
+}
+
+#[test]
+fn qos0_offline_and_own_messages_never_pause() {
+    let (mut router, _) = router();
+    let echo = connect(&mut router, "echo", 1, true);
+    subscribe(&mut router, &echo, "load", QoS::AtLeastOnce);
+    let offline = connect(&mut router, "offline", 2, false);
+    subscribe(&mut router, &offline, "load", QoS::AtLeastOnce);
+    router.disconnect(&offline.handle, false);
+
+    for index in 0..2 * FLOW_CONTROL_HIGH_MESSAGES {
+        let congested = publish_qos1(&mut router, &echo, "load", &index.to_string());
+        assert!(
+            congested.is_empty(),
+            "message {index} paused its publisher: {congested:?}"
+        );
+    }
+    assert!(
+        echo.signals.congestion.is_active(),
+        "the publisher's own queue is congested, but it does not wait for itself"
+    );
+
+    let other = connect(&mut router, "other", 3, true);
+    let congested = router
+        .publish_from(&other.handle, message("load", QoS::AtMostOnce, "qos0"))
+        .expect("session owned");
+    assert!(
+        congested.is_empty(),
+        "a QoS 0 message never pauses its publisher: {congested:?}"
+    );
+    assert_eq!(publish_qos1(&mut router, &other, "load", "qos1"), ["echo"]);
+}
+
+#[test]
+fn detaching_subscriber_ends_its_congestion() {
+    let (mut router, _) = router();
+    let publisher = connect(&mut router, "publisher", 1, true);
+    let leaving = connect(&mut router, "leaving", 2, false);
+    subscribe(&mut router, &leaving, "leave", QoS::AtLeastOnce);
+    let replaced = connect(&mut router, "replaced", 3, false);
+    subscribe(&mut router, &replaced, "replace", QoS::AtLeastOnce);
+    let mut waits = Vec::new();
+    for index in 0..FLOW_CONTROL_HIGH_MESSAGES {
+        for topic in ["leave", "replace"] {
+            let message = message(topic, QoS::AtLeastOnce, &index.to_string());
+            waits.extend(
+                router
+                    .publish_from(&publisher.handle, message)
+                    .expect("session owned"),
+            );
+        }
+    }
+    assert_eq!(waits.len(), 2, "each subscriber pauses the publisher once");
+
+    router.disconnect(&leaving.handle, true);
+    let replacing = connect(&mut router, "replaced", 4, false);
+    assert!(replacing.session_present);
+    assert!(waits.iter().all(|session| session.has_drained()));
+    assert!(!leaving.signals.congestion.is_active());
+    assert!(!replaced.signals.congestion.is_active());
+    assert!(
+        !replacing.signals.congestion.is_active(),
+        "the new connection starts uncongested until the next QoS 1 message"
+    );
 }
 
 /// Returns whether `notify` holds a stored permit, consuming it.

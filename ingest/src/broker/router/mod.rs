@@ -13,19 +13,26 @@
 //!   MQTT 5 shared subscriptions), and are found by testing every retained topic.
 //! - Persistent sessions never expire; they end when the client connects again with clean
 //!   session set.
+//! - A QoS 1 message that leaves a connected session's queue at or above the flow-control
+//!   high-water mark makes the session congested. [`Router::publish_from`] returns the
+//!   congested sessions the message went to, other than the publisher's own, for the
+//!   publisher's connection to wait for. Congestion ends when [`Router::take_outgoing`]
+//!   leaves the queue at the low-water mark or below, or when the connection detaches.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::SubscribeReasonCode;
 
+use super::flow::{CongestedSession, FlowControlLimits};
 use super::link::{ConnectRequest, ConnectionSignals, SessionHandle, SessionTakenOver};
 use super::metrics::Counters;
-use super::session::{Enqueued, Message, OutgoingBatch, Session, SessionLimits, min_qos};
+use super::session::{Message, OutgoingBatch, Session, SessionLimits, min_qos};
 use super::topic;
 use super::tree::{ClientId, SubscriptionTree};
+
+mod routing;
 
 /// A connection attached to a session.
 #[derive(Debug)]
@@ -48,17 +55,23 @@ pub(crate) struct Router {
     subscriptions: SubscriptionTree,
     retained: HashMap<Arc<str>, Message>,
     limits: SessionLimits,
+    flow_limits: FlowControlLimits,
     counters: Arc<Counters>,
 }
 
 impl Router {
     /// Creates a router with no sessions.
-    pub(crate) fn new(limits: SessionLimits, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        limits: SessionLimits,
+        flow_limits: FlowControlLimits,
+        counters: Arc<Counters>,
+    ) -> Self {
         Router {
             sessions: HashMap::new(),
             subscriptions: SubscriptionTree::default(),
             retained: HashMap::new(),
             limits,
+            flow_limits,
             counters,
         }
     }
@@ -75,6 +88,7 @@ impl Router {
         if let Some(mut entry) = self.sessions.remove(&client_id) {
             if let Some(old) = entry.link.take() {
                 old.signals.replaced.notify_one();
+                old.signals.congestion.release();
                 replaced_will = old.will;
                 tracing::debug!(client_id = %client_id, old_connection = old.connection_id,
                     "client id reused; closing the older connection");
@@ -116,7 +130,10 @@ impl Router {
         if !is_linked(entry, handle) {
             return;
         }
-        let will = entry.link.take().and_then(|link| link.will);
+        let will = entry.link.take().and_then(|link| {
+            link.signals.congestion.release();
+            link.will
+        });
         if entry.session.clean_session() {
             if let Some(entry) = self.sessions.remove(&handle.client_id) {
                 self.remove_subscriptions(&handle.client_id, &entry.session);
@@ -183,7 +200,8 @@ impl Router {
         Ok(())
     }
 
-    /// Publishes a message that `handle`'s client sent.
+    /// Publishes a message that `handle`'s client sent, and returns the congested sessions
+    /// that its connection must wait for before it handles further packets.
     ///
     /// # Errors
     /// Returns [`SessionTakenOver`] when `handle` no longer owns its session; the message is
@@ -192,16 +210,21 @@ impl Router {
         &mut self,
         handle: &SessionHandle,
         message: Message,
-    ) -> Result<(), SessionTakenOver> {
+    ) -> Result<Vec<CongestedSession>, SessionTakenOver> {
         self.linked_entry(handle)?;
-        self.publish(message);
-        Ok(())
+        self.store_retained(&message);
+        Ok(self.route(message, Some(&handle.client_id)))
     }
 
-    /// Stores or clears the retained message when `message.retain` is set, then routes the
-    /// message to every matching session. An empty retained payload clears the topic's
-    /// retained message and is still routed.
+    /// Publishes a message that no client's connection waits for, such as a will.
     pub(crate) fn publish(&mut self, message: Message) {
+        self.store_retained(&message);
+        self.route(message, None);
+    }
+
+    /// Stores or clears the retained message when `message.retain` is set. An empty retained
+    /// payload clears the topic's retained message, and is still routed.
+    fn store_retained(&mut self, message: &Message) {
         if message.retain {
             if message.payload.is_empty() {
                 self.retained.remove(&message.topic);
@@ -212,7 +235,6 @@ impl Router {
                     .insert(Arc::clone(&message.topic), message.clone());
             }
         }
-        self.route(message);
     }
 
     /// Frees the inflight slot of the acknowledged message `packet_id`. An unknown packet id
@@ -234,6 +256,7 @@ impl Router {
     }
 
     /// Takes the next messages for `handle`'s connection to send, up to about `max_bytes`.
+    /// Ends the session's congestion once its queue is down to the low-water mark.
     ///
     /// # Errors
     /// Returns [`SessionTakenOver`] when `handle` no longer owns its session.
@@ -243,8 +266,14 @@ impl Router {
         max_bytes: usize,
     ) -> Result<OutgoingBatch, SessionTakenOver> {
         let limits = self.limits;
+        let low_messages = self.flow_limits.low_messages;
         let entry = self.linked_entry(handle)?;
         let batch = entry.session.take_outgoing(&limits, max_bytes);
+        if entry.session.queued() <= low_messages
+            && let Some(link) = &entry.link
+        {
+            link.signals.congestion.release();
+        }
         Counters::add(&self.counters.messages_sent, batch.packets.len() as u64);
         Ok(batch)
     }
@@ -277,87 +306,6 @@ impl Router {
         }
     }
 
-    fn route(&mut self, message: Message) {
-        // Highest granted QoS per plain subscriber, then one member per matching share group.
-        let mut targets: HashMap<ClientId, QoS> = HashMap::new();
-        let mut group_targets: Vec<(ClientId, QoS)> = Vec::new();
-        let sessions = &self.sessions;
-        let is_connected = |client_id: &str| {
-            sessions
-                .get(client_id)
-                .is_some_and(|entry| entry.link.is_some())
-        };
-        self.subscriptions
-            .for_each_match(&message.topic, &mut |subscribers| {
-                for (client_id, &qos) in &subscribers.clients {
-                    match targets.entry(Arc::clone(client_id)) {
-                        Entry::Occupied(mut highest) => {
-                            *highest.get_mut() = max_qos(*highest.get(), qos)
-                        }
-                        Entry::Vacant(slot) => {
-                            slot.insert(qos);
-                        }
-                    }
-                }
-                group_targets.extend(
-                    subscribers
-                        .groups
-                        .values()
-                        .filter_map(|group| group.choose(is_connected)),
-                );
-            });
-        for (client_id, granted) in targets.into_iter().chain(group_targets) {
-            let copy = Message {
-                qos: min_qos(message.qos, granted),
-                retain: false,
-                ..message.clone()
-            };
-            self.deliver(&client_id, copy);
-        }
-    }
-
-    fn send_retained(&mut self, client_id: &str, filter: &str, granted: QoS) {
-        let matching: Vec<Message> = self
-            .retained
-            .values()
-            .filter(|retained| topic::matches(filter, &retained.topic))
-            .map(|retained| Message {
-                qos: min_qos(retained.qos, granted),
-                retain: true,
-                ..retained.clone()
-            })
-            .collect();
-        for message in matching {
-            self.deliver(client_id, message);
-        }
-    }
-
-    fn deliver(&mut self, client_id: &str, message: Message) {
-        let Some(entry) = self.sessions.get_mut(client_id) else {
-            return;
-        };
-        let connected = entry.link.is_some();
-        let outcome = entry.session.enqueue(message, connected, &self.limits);
-        match outcome {
-            Enqueued::Queued => {}
-            Enqueued::QueuedDroppingOldest { first } => {
-                Counters::add(&self.counters.queued_dropped, 1);
-                if first {
-                    tracing::warn!(
-                        client_id,
-                        max_queued_messages = self.limits.max_queued_messages,
-                        "session queue full; dropping its oldest messages, and counting later drops"
-                    );
-                }
-            }
-            Enqueued::DroppedQos0 => Counters::add(&self.counters.qos0_dropped, 1),
-            Enqueued::DroppedOffline => return,
-        }
-        if let Some(link) = &entry.link {
-            link.signals.outgoing.notify_one();
-        }
-    }
-
     fn remove_subscriptions(&mut self, client_id: &str, session: &Session) {
         for filter in session.subscriptions().keys() {
             if let Some(spec) = topic::parse_filter(filter) {
@@ -372,12 +320,4 @@ fn is_linked(entry: &SessionEntry, handle: &SessionHandle) -> bool {
         .link
         .as_ref()
         .is_some_and(|link| link.connection_id == handle.connection_id)
-}
-
-fn max_qos(first: QoS, second: QoS) -> QoS {
-    if (first as u8) >= (second as u8) {
-        first
-    } else {
-        second
-    }
 }
