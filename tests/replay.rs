@@ -122,17 +122,17 @@ fn chicago_in_process_replay_has_replay_origin() {
     assert_history(&data_dir.join("history"), total, "replay");
 }
 
-/// The occupancy data set (7 things, 70,902 updates) through the embedded broker.
-#[test]
-fn occupancy_replay_reaches_every_shadow() {
-    let path = datasets_dir().join("uci-room-occupancy-estimation");
-    let expected = expected_shadows(Dataset::Occupancy, &path);
+/// Replays `folder` of `dataset` through `shadowflow replay` into the embedded broker and checks
+/// the final shadows and the history.
+fn replay_over_mqtt(dataset: Dataset, folder: &str) {
+    let path = datasets_dir().join(folder);
+    let expected = expected_shadows(dataset, &path);
     let total: u64 = expected.values().map(|(_, count)| count).sum();
 
     let data = tempfile::tempdir().expect("temp dir");
     let service = Service::start_embedded(data.path(), 2);
     let output = Command::new(env!("CARGO_BIN_EXE_shadowflow"))
-        .args(["replay", "--dataset", "occupancy", "--mqtt", &service.mqtt])
+        .args(["replay", "--dataset", &dataset.to_string(), "--mqtt", &service.mqtt])
         .arg(&path)
         .output()
         .expect("run shadowflow replay");
@@ -142,19 +142,25 @@ fn occupancy_replay_reaches_every_shadow() {
         "replay failed: {}\n{summary}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        summary.contains(&format!("updates published  {total} ")),
-        "summary: {summary}"
-    );
+    assert!(summary.contains(&format!("updates published  {total} ")), "summary: {summary}");
 
     assert_final_shadows(&Http::new(&service.http), &expected);
 
     let data_dir = service.data_dir.clone();
     let (status, stderr) = service.stop();
-    assert!(
-        status.success(),
-        "shadowflow exited with {status}; stderr:\n{stderr}"
-    );
-
+    assert!(status.success(), "shadowflow exited with {status}; stderr:\n{stderr}");
     assert_history(&data_dir.join("history"), total, "mqtt");
+}
+
+/// The occupancy data set (7 things, 70,902 updates) through the embedded broker.
+#[test]
+fn occupancy_replay_reaches_every_shadow() {
+    replay_over_mqtt(Dataset::Occupancy, "uci-room-occupancy-estimation");
+}
+
+/// All 420,768 rows of the Beijing data set (12 stations) through the embedded broker: each
+/// station's shadow ends at version 35,064 with the values of its last row.
+#[test]
+fn beijing_replay_reaches_every_shadow() {
+    replay_over_mqtt(Dataset::Beijing, "beijing-multisite-air-quality");
 }
