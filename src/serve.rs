@@ -5,22 +5,26 @@
 //! Stop (SIGINT or SIGTERM): intake first (MQTT source, HTTP API), then the dataflow drains
 //! every queued request, then the publisher flushes and the archive closes its files.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ingest::broker::start_embedded_broker;
+use ingest::broker::{EmbeddedBroker, start_embedded_broker};
 use ingest::http::{HttpReplies, HttpRequests};
 use ingest::mqtt::{BrokerAddress, run_source};
 use ingest::replay::{Dataset, replay_into_dataflow};
-use pipeline::dataflow::{self, DataflowConfig, HttpReply, MqttMessage, ShadowOutputs};
+use pipeline::dataflow::{
+    self, DataflowConfig, DataflowHandle, HttpReply, MqttMessage, RequestSender, ShadowOutputs,
+};
 use pipeline::history::HistoryRow;
 use queries::ApiState;
-use sinks::mqtt::{MessagePublisher, spawn_publisher};
-use sinks::parquet_archive::{ArchiveSender, ArchiveWriter};
+use sinks::mqtt::{MessagePublisher, PublisherHandle, spawn_publisher};
+use sinks::parquet_archive::{ArchiveHandle, ArchiveSender, ArchiveWriter};
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::{ServeArgs, ServeConfig};
 
@@ -66,51 +70,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(config, replay))
 }
 
-async fn serve(config: ServeConfig, replay: Option<(Vec<PathBuf>, Dataset)>) -> anyhow::Result<()> {
-    // The embedded broker, if any, lives until the end of `serve` and is shut down last.
-    let mut embedded_broker = None;
-    let broker = match &config.mqtt.broker {
-        Some(broker) => broker.clone(),
-        None => {
-            let started = start_embedded_broker(&config.embedded_broker).await?;
-            let address = started.local_addr();
-            embedded_broker = Some(started);
-            BrokerAddress {
-                host: address.ip().to_string(),
-                port: address.port(),
-            }
-        }
-    };
+/// A data set to feed into the dataflow at start-up: its files or folders and its kind.
+type StartupReplay = (Vec<PathBuf>, Dataset);
+
+/// The parts of a running service that start-up hands to shutdown.
+struct Running {
+    requests: RequestSender,
+    dataflow: DataflowHandle,
+    publisher: PublisherHandle,
+    archive: ArchiveHandle,
+    embedded_broker: Option<EmbeddedBroker>,
+}
+
+async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Result<()> {
+    // Installed first, so a signal during start-up also stops the service cleanly.
+    let signals = Signals::install()?;
+    let (broker, embedded_broker) = connect_broker(&config).await?;
 
     let history_dir = config.data_dir.join("history");
     let archive = ArchiveWriter::spawn(history_dir.clone(), config.archive.clone())
         .with_context(|| format!("starting the history archive in {}", history_dir.display()))?;
-
     let (publisher, publisher_handle) = spawn_publisher(&broker, &config.mqtt.client);
-
-    // The HTTP registry needs the request sender and the outputs need the registry, so the
-    // channel is made first and handed to the dataflow together with the outputs.
-    let (requests, dataflow_handle, http) = {
-        let dataflow_config = DataflowConfig {
-            workers: config.workers,
-            limits: config.limits.clone(),
-            ..DataflowConfig::default()
-        };
-        let http_timeout = Duration::from_secs(config.http.reply_timeout_s.max(1));
-        let (requests, receiver) = dataflow::request_channel(dataflow_config.request_queue);
-        let replies = Arc::new(HttpReplies::default());
-        let http = Arc::new(HttpRequests::new(
-            requests.clone(),
-            Arc::clone(&replies),
-            http_timeout,
-        ));
-        let outputs = Arc::new(ServiceOutputs {
-            publisher,
-            http: replies,
-            archive: archive.sender(),
-        });
-        let handle = dataflow::spawn_with_receiver(dataflow_config, receiver, outputs)?;
-        (requests, handle, http)
+    let (requests, dataflow, http) = start_dataflow(&config, publisher, &archive)?;
+    let running = Running {
+        requests,
+        dataflow,
+        publisher: publisher_handle,
+        archive,
+        embedded_broker,
     };
 
     let (shutdown_sender, shutdown) = watch::channel(false);
@@ -119,33 +106,14 @@ async fn serve(config: ServeConfig, replay: Option<(Vec<PathBuf>, Dataset)>) -> 
         broker.clone(),
         config.mqtt.client.clone(),
         config.limits.clone(),
-        requests.clone(),
+        running.requests.clone(),
         Some(ready_sender),
         shutdown.clone(),
     ));
     tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready).await.map_err(|_| {
         anyhow::anyhow!("no MQTT subscription acknowledged by {broker} within {SUBSCRIBE_TIMEOUT:?}: check that the broker runs and accepts this client")
     })?.context("MQTT request source stopped before subscribing")?;
-
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the HTTP API to {}: pass another --http-listen address",
-                config.http.listen
-            )
-        })?;
-    let http_address = listener
-        .local_addr()
-        .context("reading the HTTP listen address")?;
-    let state = Arc::new(ApiState {
-        requests: http,
-        limits: config.limits.clone(),
-    });
-    let mut http_shutdown = shutdown.clone();
-    let api = tokio::spawn(queries::serve(listener, state, async move {
-        let _ = http_shutdown.changed().await;
-    }));
+    let (api, http_address) = start_http(&config, http, shutdown).await?;
 
     tracing::info!(http = %http_address, mqtt = %broker, workers = config.workers,
         data_dir = %config.data_dir.display(), "shadowflow started");
@@ -153,19 +121,10 @@ async fn serve(config: ServeConfig, replay: Option<(Vec<PathBuf>, Dataset)>) -> 
         "shadowflow ready http=http://{http_address} mqtt={broker} data_dir={}",
         config.data_dir.display()
     );
-
     let stop_replay = Arc::new(AtomicBool::new(false));
-    let replay_task = replay.map(|(paths, dataset)| {
-        let requests = requests.clone();
-        let stop = Arc::clone(&stop_replay);
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = replay_into_dataflow(&paths, dataset, None, &requests, &stop) {
-                tracing::error!(error = %error, "in-process replay failed");
-            }
-        })
-    });
+    let replay_task = replay.map(|replay| start_replay(replay, &running.requests, &stop_replay));
 
-    wait_for_signal().await;
+    signals.wait().await;
     let stopping = Instant::now();
     tracing::info!("stopping: closing MQTT and HTTP intake");
     let _ = shutdown_sender.send(true);
@@ -175,14 +134,114 @@ async fn serve(config: ServeConfig, replay: Option<(Vec<PathBuf>, Dataset)>) -> 
     if let Some(task) = replay_task {
         let _ = task.await;
     }
+    stop(running, stopping).await
+}
 
+/// Starts the embedded broker, or returns the configured running broker.
+async fn connect_broker(
+    config: &ServeConfig,
+) -> anyhow::Result<(BrokerAddress, Option<EmbeddedBroker>)> {
+    if let Some(broker) = &config.mqtt.broker {
+        return Ok((broker.clone(), None));
+    }
+    let started = start_embedded_broker(&config.embedded_broker).await?;
+    let address = started.local_addr();
+    let broker = BrokerAddress {
+        host: address.ip().to_string(),
+        port: address.port(),
+    };
+    Ok((broker, Some(started)))
+}
+
+/// Starts the dataflow with its outputs; returns its request sender, its handle and the HTTP
+/// request side.
+fn start_dataflow(
+    config: &ServeConfig,
+    publisher: MessagePublisher,
+    archive: &ArchiveHandle,
+) -> anyhow::Result<(RequestSender, DataflowHandle, Arc<HttpRequests>)> {
+    let dataflow_config = DataflowConfig {
+        workers: config.workers,
+        limits: config.limits.clone(),
+        ..DataflowConfig::default()
+    };
+    // The HTTP request side needs the request sender and the outputs need the reply side, so
+    // the channel is made first and handed to the dataflow together with the outputs.
+    let (requests, receiver) = dataflow::request_channel(dataflow_config.request_queue);
+    let replies = Arc::new(HttpReplies::default());
+    let http_timeout = Duration::from_secs(config.http.reply_timeout_s.max(1));
+    let http = Arc::new(HttpRequests::new(
+        requests.clone(),
+        Arc::clone(&replies),
+        http_timeout,
+    ));
+    let outputs = Arc::new(ServiceOutputs {
+        publisher,
+        http: replies,
+        archive: archive.sender(),
+    });
+    let handle = dataflow::spawn_with_receiver(dataflow_config, receiver, outputs)?;
+    Ok((requests, handle, http))
+}
+
+/// Binds the HTTP API and serves it until `shutdown` turns true.
+async fn start_http(
+    config: &ServeConfig,
+    http: Arc<HttpRequests>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the HTTP API to {}: pass another --http-listen address",
+                config.http.listen
+            )
+        })?;
+    let address = listener
+        .local_addr()
+        .context("reading the HTTP listen address")?;
+    let state = Arc::new(ApiState {
+        requests: http,
+        limits: config.limits.clone(),
+    });
+    let api = tokio::spawn(queries::serve(listener, state, async move {
+        let _ = shutdown.changed().await;
+    }));
+    Ok((api, address))
+}
+
+/// Feeds a data set into the dataflow on a blocking thread until it ends or `stop` turns true.
+fn start_replay(
+    (paths, dataset): StartupReplay,
+    requests: &RequestSender,
+    stop: &Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let requests = requests.clone();
+    let stop = Arc::clone(stop);
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = replay_into_dataflow(&paths, dataset, None, &requests, &stop) {
+            tracing::error!(error = %error, "in-process replay failed");
+        }
+    })
+}
+
+/// Drains the dataflow, then flushes the publisher, closes the archive and stops the broker.
+async fn stop(running: Running, stopping: Instant) -> anyhow::Result<()> {
     tracing::info!("stopping: draining the dataflow");
+    let Running {
+        requests,
+        dataflow,
+        publisher,
+        archive,
+        embedded_broker,
+    } = running;
     drop(requests);
-    tokio::task::spawn_blocking(move || dataflow_handle.join())
+    tokio::task::spawn_blocking(move || dataflow.join())
         .await
         .context("waiting for the dataflow workers")?;
 
-    let published = publisher_handle.finish().await;
+    let published = publisher.finish().await;
     let archive_stats = tokio::task::spawn_blocking(move || archive.close())
         .await
         .context("waiting for the history archive")?
@@ -200,18 +259,25 @@ async fn serve(config: ServeConfig, replay: Option<(Vec<PathBuf>, Dataset)>) -> 
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("installing signal handlers failed; stop the service with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
-        _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+/// SIGTERM and SIGINT handlers.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
+            _ = self.interrupt.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+        }
     }
 }
