@@ -1,7 +1,7 @@
 //! The timely/differential dataflow that stores every shadow.
 //!
 //! ```text
-//! Requests: Source ──exchange by shadow key──▶ Shadow: Apply ──outcomes──▶ Shadow: Deliver
+//! Requests: Source ──exchange by thing name──▶ Shadow: Apply ──outcomes──▶ Shadow: Deliver
 //!                                                   │
 //!                                                   └─shadows collection──▶ Delta: Pending ──▶ Delta: Publish
 //! ```

@@ -1,8 +1,8 @@
 //! The `Shadow: Apply` operator: requests in, outcomes and shadow changes out.
 //!
-//! Requests are exchanged by the hash of their shadow key, the same hash that
-//! `arrange_by_key` uses, so the worker that applies a shadow's updates is also the worker that
-//! would hold it in an arrangement, and each shadow has exactly one writer.
+//! Requests are exchanged by the hash of their thing name, so every shadow of one thing
+//! (classic and named) lives on one worker. Each shadow therefore has exactly one writer, and
+//! questions about one thing's shadows can be answered by one worker.
 //!
 //! # Notes
 //! - Requests are applied as they arrive, without waiting for the frontier. Requests of one
@@ -58,7 +58,7 @@ impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
     ) {
         let scope = self.scope();
         let mut builder = OperatorBuilder::new("Shadow: Apply".to_owned(), scope);
-        let exchange = Exchange::new(|request: &Request| request.key.hashed());
+        let exchange = Exchange::new(|request: &Request| request.key.thing_name.hashed());
         let mut input = builder.new_input(self, exchange);
         let (outcomes_output, outcomes) = builder.new_output::<Vec<Outcome>>();
         let (changes_output, changes) = builder.new_output::<TimedChanges>();
