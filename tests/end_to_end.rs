@@ -197,3 +197,60 @@ fn http_errors_use_aws_documents() {
     let (status, _) = service.stop();
     assert!(status.success());
 }
+
+/// Named shadows over HTTP: each has its own version, the list pages through them in name
+/// order, and a deleted one leaves the list and comes back with its numbering continued.
+#[test]
+fn named_shadows_list_and_delete_over_http() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = Service::start_embedded(data.path(), 2);
+    let app = Http::new(&service.http);
+
+    for (name, updates) in [("config", 2), ("firmware", 1), ("alarm", 1)] {
+        for _ in 0..updates {
+            let (status, body) = app.post(
+                &format!("/things/pump/shadow?name={name}"),
+                r#"{"state":{"desired":{"mode":"auto"}}}"#,
+            );
+            assert_eq!(status, 200, "{name}: {body}");
+        }
+    }
+    let (status, body) = app.post("/things/pump/shadow", r#"{"state":{"reported":{"on":true}}}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 1, "the classic shadow has its own version");
+
+    let (status, body) = app.get("/things/pump/shadow?name=config");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["state"]["delta"], json!({"mode": "auto"}));
+
+    let list = "/api/things/shadow/ListNamedShadowsForThing/pump";
+    let (status, first) = app.get(&format!("{list}?pageSize=2"));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["results"], json!(["alarm", "config"]));
+    let token = first["nextToken"].as_str().expect("a second page");
+    let (_, second) = app.get(&format!("{list}?pageSize=2&nextToken={token}"));
+    assert_eq!(second["results"], json!(["firmware"]));
+    assert!(second.get("nextToken").is_none(), "{second}");
+    assert!(second["timestamp"].is_i64());
+
+    let (status, deleted) = app.delete("/things/pump/shadow?name=config");
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["version"], 2);
+    let (status, _) = app.get("/things/pump/shadow?name=config");
+    assert_eq!(status, 404);
+    let (_, page) = app.get(list);
+    assert_eq!(page["results"], json!(["alarm", "firmware"]));
+
+    let (_, recreated) = app.post("/things/pump/shadow?name=config", r#"{"state":{"reported":{"mode":"auto"}}}"#);
+    assert_eq!(recreated["version"], 3, "numbering continues after a delete");
+
+    let (status, empty) = app.get("/api/things/shadow/ListNamedShadowsForThing/nobody");
+    assert_eq!(status, 200);
+    assert_eq!(empty["results"], json!([]));
+    let (status, _) = app.get(&format!("{list}?pageSize=0"));
+    assert_eq!(status, 400);
+
+    let (status, _) = service.stop();
+    assert!(status.success());
+}

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ingest::http::{HttpRequests, SubmitError};
-use pipeline::dataflow::Operation;
+use pipeline::dataflow::{ListRequest, MAX_LIST_PAGE_SIZE, Operation};
 use pipeline::shadow::{
     Limits, ShadowError, ShadowKey, error_document, validate_shadow_name, validate_thing_name,
 };
@@ -35,6 +35,15 @@ pub fn routes(
         .map(|| json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()));
 
     let with_state = warp::any().map(move || Arc::clone(&state));
+    let list = warp::path!("api" / "things" / "shadow" / "ListNamedShadowsForThing" / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .then(
+            |thing: String, query: HashMap<String, String>, state: Arc<ApiState>| async move {
+                handle_list(&state, &thing, &query).await
+            },
+        );
     let shadow = warp::path!("things" / String / "shadow")
         .and(warp::method())
         .and(warp::query::<HashMap<String, String>>())
@@ -51,7 +60,13 @@ pub fn routes(
             },
         );
 
-    health.or(shadow).unify().recover(handle_rejection).unify()
+    health
+        .or(list)
+        .unify()
+        .or(shadow)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -103,6 +118,42 @@ async fn handle_shadow(
             );
         }
     };
+    submit(state, thing, key, operation, payload).await
+}
+
+/// Lists one page of the named shadows of `thing`.
+async fn handle_list(state: &ApiState, thing: &str, query: &HashMap<String, String>) -> Response {
+    let key = match shadow_key(thing, None, &state.limits) {
+        Ok(key) => key,
+        Err(error) => return error_response(&error, None),
+    };
+    let page_size = match query.get("pageSize").map(|text| text.parse::<usize>()) {
+        None => None,
+        Some(Ok(size)) => Some(size),
+        Some(Err(_)) => {
+            let message = format!(
+                "Invalid pageSize {:?}: expected an integer from 1 to {MAX_LIST_PAGE_SIZE}",
+                query["pageSize"]
+            );
+            return error_response(&ShadowError::new(400, message), None);
+        }
+    };
+    let paging = ListRequest {
+        page_size,
+        next_token: query.get("nextToken").cloned(),
+    };
+    let payload = serde_json::to_vec(&paging).unwrap_or_default();
+    submit(state, thing, key, Operation::ListNamed, payload).await
+}
+
+/// Sends a request into the dataflow and turns its reply into an HTTP response.
+async fn submit(
+    state: &ApiState,
+    thing: &str,
+    key: ShadowKey,
+    operation: Operation,
+    payload: Vec<u8>,
+) -> Response {
     match state.requests.submit(key, operation, payload).await {
         Ok(reply) => {
             let status =

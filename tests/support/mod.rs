@@ -343,6 +343,16 @@ impl Http {
         Self::read(response)
     }
 
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .call()
+            .expect("HTTP DELETE");
+        Self::read(response)
+    }
+
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
         let response = self

@@ -94,6 +94,29 @@ pub fn deliver_outcome(outcome: Outcome, outputs: &dyn ShadowOutputs) {
                 delta: None,
             });
         }
+        Outcome::Listed {
+            key,
+            names,
+            next_token,
+            at_ms,
+            reply_to,
+        } => {
+            let mut document = serde_json::json!({
+                "results": names,
+                "timestamp": seconds(at_ms),
+            });
+            if let Some(token) = next_token {
+                document["nextToken"] = Value::String(token);
+            }
+            respond(
+                outputs,
+                &key,
+                Operation::ListNamed,
+                reply_to,
+                200,
+                &document,
+            );
+        }
         Outcome::Rejected {
             key,
             operation,
@@ -196,7 +219,9 @@ fn respond(
         ReplyTo::Http { request_id } => {
             let body = encode(document);
             // A successful change over HTTP is announced to MQTT subscribers as well.
-            if kind == ResponseKind::Accepted && operation != Operation::Get {
+            if kind == ResponseKind::Accepted
+                && matches!(operation, Operation::Update | Operation::Delete)
+            {
                 outputs.publish(MqttMessage {
                     topic: ShadowTopic::response(key, operation, kind),
                     payload: body.clone(),

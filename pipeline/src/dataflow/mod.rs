@@ -34,13 +34,15 @@ use std::sync::{Arc, Mutex};
 use timely::WorkerConfig;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
 pub use deltas::PendingDeltas;
 pub use operator::MaintainShadows;
-pub use request::{Operation, ReplyTo, Request};
+pub use request::{
+    DEFAULT_LIST_PAGE_SIZE, ListRequest, MAX_LIST_PAGE_SIZE, Operation, ReplyTo, Request,
+};
 pub use source::{
     DataflowClosed, MAX_REQUESTS_PER_ACTIVATION, RequestReceiver, RequestSender, request_channel,
     request_source,

@@ -19,8 +19,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use timely::dataflow::Stream;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
@@ -103,7 +103,9 @@ impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
                     }
                 }
                 let mut outcomes_handle = outcomes_output.activate();
-                outcomes_handle.session(outcome_capability).give_iterator(batch_outcomes.drain(..));
+                outcomes_handle
+                    .session(outcome_capability)
+                    .give_iterator(batch_outcomes.drain(..));
 
                 // Group changes by time; almost always they all share the first time.
                 let mut changes_handle = changes_output.activate();
@@ -114,7 +116,9 @@ impl<'scope> MaintainShadows<'scope> for Stream<'scope, Time, Vec<Request>> {
                         .take_while(|(_, other, _)| *other == change_time)
                         .count();
                     let delayed = change_capability.delayed(&change_time);
-                    changes_handle.session(&delayed).give_iterator(batch_changes.drain(..run));
+                    changes_handle
+                        .session(&delayed)
+                        .give_iterator(batch_changes.drain(..run));
                 }
                 drop((outcomes_handle, changes_handle));
 

@@ -14,7 +14,26 @@ pub enum Operation {
     Get,
     /// Delete the shadow (its version numbering continues on re-creation).
     Delete,
+    /// List the named shadows of the request's thing (REST only; the payload is a
+    /// [`ListRequest`] as JSON).
+    ListNamed,
 }
+
+/// Paging parameters of a list request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListRequest {
+    /// Names per page, 1 to [`MAX_LIST_PAGE_SIZE`]; `None` means [`DEFAULT_LIST_PAGE_SIZE`].
+    pub page_size: Option<usize>,
+    /// Token from the previous page: the page starts after this shadow name.
+    pub next_token: Option<String>,
+}
+
+/// Names per page when a list request sets none (the AWS IoT Greengrass default).
+pub const DEFAULT_LIST_PAGE_SIZE: usize = 25;
+
+/// Largest page size AWS IoT accepts for `ListNamedShadowsForThing`.
+pub const MAX_LIST_PAGE_SIZE: usize = 100;
 
 impl Operation {
     /// Returns the topic segment of the operation (`update`, `get`, `delete`).
@@ -23,6 +42,7 @@ impl Operation {
             Operation::Update => "update",
             Operation::Get => "get",
             Operation::Delete => "delete",
+            Operation::ListNamed => "list",
         }
     }
 }

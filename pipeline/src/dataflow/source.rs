@@ -71,7 +71,10 @@ pub struct RequestSender {
 
 impl Clone for RequestSender {
     fn clone(&self) -> Self {
-        RequestSender { channel: self.channel.clone(), wakeup: Arc::clone(&self.wakeup) }
+        RequestSender {
+            channel: self.channel.clone(),
+            wakeup: Arc::clone(&self.wakeup),
+        }
     }
 }
 

@@ -10,12 +10,15 @@
 //! - A deleted shadow leaves a tombstone with its last version, so a re-created shadow continues
 //!   the numbering. Tombstones are kept for the life of the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::request::{Operation, ReplyTo, Request};
+use super::request::{
+    DEFAULT_LIST_PAGE_SIZE, ListRequest, MAX_LIST_PAGE_SIZE, Operation, ReplyTo, Request,
+};
 use super::version::ShadowVersion;
 use super::{Time, epoch_start};
 use crate::history::Origin;
@@ -54,6 +57,19 @@ pub enum Outcome {
         at_ms: i64,
         /// Channel the request arrived on.
         origin: Origin,
+        /// Destination of the response.
+        reply_to: ReplyTo,
+    },
+    /// A list request found these named shadows.
+    Listed {
+        /// Thing whose named shadows were listed (its `shadow_name` is `None`).
+        key: ShadowKey,
+        /// Names of this page, in ascending order.
+        names: Vec<String>,
+        /// Token for the next page, when more names follow.
+        next_token: Option<String>,
+        /// When the request was received, in milliseconds since the Unix epoch.
+        at_ms: i64,
         /// Destination of the response.
         reply_to: ReplyTo,
     },
@@ -119,6 +135,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct ShadowState {
     entries: HashMap<ShadowKey, Entry>,
+    /// Live named shadows per thing, ordered so list pages are stable.
+    named: HashMap<String, BTreeSet<String>>,
     limits: Limits,
 }
 
@@ -127,6 +145,7 @@ impl ShadowState {
     pub fn new(limits: Limits) -> Self {
         ShadowState {
             entries: HashMap::new(),
+            named: HashMap::new(),
             limits,
         }
     }
@@ -154,6 +173,7 @@ impl ShadowState {
             Operation::Update => self.update(request, epoch),
             Operation::Get => (self.read(request), None),
             Operation::Delete => self.delete(request, epoch),
+            Operation::ListNamed => (self.list(request), None),
         }
     }
 
@@ -193,6 +213,15 @@ impl ShadowState {
             decoded.client_token().map(str::to_owned),
         );
         let previous = entry.live.replace(Arc::clone(&current));
+        if previous.is_none()
+            && let Some(shadow) = &request.key.shadow_name
+        {
+            let names = self
+                .named
+                .entry(request.key.thing_name.clone())
+                .or_default();
+            names.insert(shadow.clone());
+        }
         let time = next_time(&mut entry.last_change, epoch);
         let change = Change {
             key: request.key.clone(),
@@ -255,6 +284,14 @@ impl ShadowState {
         let version = removed.version();
         entry.deleted_version = version;
         let time = next_time(&mut entry.last_change, epoch);
+        if let Some(shadow) = &request.key.shadow_name
+            && let Some(names) = self.named.get_mut(&request.key.thing_name)
+        {
+            names.remove(shadow);
+            if names.is_empty() {
+                self.named.remove(&request.key.thing_name);
+            }
+        }
         let change = Change {
             key: request.key.clone(),
             retracted: Some(removed),
@@ -269,6 +306,48 @@ impl ShadowState {
             reply_to: request.reply_to,
         };
         (outcome, Some((time, change)))
+    }
+}
+
+impl ShadowState {
+    /// Returns one page of the named shadows of the request's thing, in name order. A thing
+    /// without named shadows gets an empty page.
+    fn list(&self, request: Request) -> Outcome {
+        let paging: ListRequest = match serde_json::from_slice(&request.payload) {
+            Ok(paging) => paging,
+            Err(_) => {
+                let error = ShadowError::new(400, "Invalid list request");
+                return rejected_outcome(request, error, None);
+            }
+        };
+        let page_size = paging.page_size.unwrap_or(DEFAULT_LIST_PAGE_SIZE);
+        if !(1..=MAX_LIST_PAGE_SIZE).contains(&page_size) {
+            let message =
+                format!("Invalid pageSize {page_size}: expected 1 to {MAX_LIST_PAGE_SIZE}");
+            return rejected_outcome(request, ShadowError::new(400, message), None);
+        }
+        let all = self.named.get(&request.key.thing_name);
+        let mut names: Vec<String> = match (all, &paging.next_token) {
+            (None, _) => Vec::new(),
+            (Some(all), None) => all.iter().take(page_size + 1).cloned().collect(),
+            (Some(all), Some(after)) => all
+                .range::<String, _>((Bound::Excluded(after), Bound::Unbounded))
+                .take(page_size + 1)
+                .cloned()
+                .collect(),
+        };
+        // One name past the page tells whether another page follows.
+        let next_token = (names.len() > page_size).then(|| {
+            names.truncate(page_size);
+            names.last().cloned().unwrap_or_default()
+        });
+        Outcome::Listed {
+            key: request.key,
+            names,
+            next_token,
+            at_ms: request.received_at_ms,
+            reply_to: request.reply_to,
+        }
     }
 }
 
@@ -296,3 +375,6 @@ fn next_time(last_change: &mut Option<Time>, epoch: u64) -> Time {
     *last_change = Some(time);
     time
 }
+
+#[cfg(test)]
+mod tests;
