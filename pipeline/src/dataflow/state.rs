@@ -127,6 +127,8 @@ struct Entry {
     live: Option<Arc<ShadowVersion>>,
     /// Last version of the shadow before it was deleted (0 if it never was).
     deleted_version: u64,
+    /// Requests admitted by the rate limit: the current one-second window and its count.
+    rate_window: (i64, u32),
     /// Time of the last change, so that every change of the key gets a later time.
     last_change: Option<Time>,
 }
@@ -169,6 +171,13 @@ impl ShadowState {
     /// Changes of one key within one epoch get increasing sequence numbers, so that each
     /// accepted update is its own collection change even when a burst lands in one epoch.
     pub fn apply(&mut self, request: Request, epoch: u64) -> (Outcome, Option<(Time, Change)>) {
+        if let Some(limit) = self.limits.max_requests_per_second
+            && request.operation != Operation::ListNamed
+            && !self.admit(&request, limit)
+        {
+            let client_token = decode_client_token(&request.payload, &self.limits).ok().flatten();
+            return (rejected_outcome(request, ShadowError::throttled(), client_token), None);
+        }
         match request.operation {
             Operation::Update => self.update(request, epoch),
             Operation::Get => (self.read(request), None),
@@ -310,6 +319,24 @@ impl ShadowState {
 }
 
 impl ShadowState {
+    /// Counts `request` against its shadow's rate limit of `limit` requests per second and
+    /// returns whether it may proceed. Windows follow the request's receive time, so a replay of
+    /// the same requests is throttled the same way.
+    fn admit(&mut self, request: &Request, limit: u32) -> bool {
+        let second = request.received_at_ms.div_euclid(1000);
+        // NOTE: with the limit on, a request to a shadow that does not exist keeps an empty
+        // entry for its rate window; entries are never evicted.
+        let entry = self.entries.entry(request.key.clone()).or_default();
+        if entry.rate_window.0 != second {
+            entry.rate_window = (second, 0);
+        }
+        if entry.rate_window.1 >= limit {
+            return false;
+        }
+        entry.rate_window.1 += 1;
+        true
+    }
+
     /// Returns one page of the named shadows of the request's thing, in name order. A thing
     /// without named shadows gets an empty page.
     fn list(&self, request: Request) -> Outcome {

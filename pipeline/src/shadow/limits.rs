@@ -55,6 +55,11 @@ pub struct Limits {
 
     /// Maximum length in bytes of a named-shadow name, including a leading `$`.
     pub max_shadow_name_bytes: usize,
+
+    /// Maximum requests per second to one shadow; more get 429 "Rate exceeded". Off (`None`)
+    /// by default, because the limit protects a shared cloud service and would throttle a
+    /// data-set replay. AWS IoT's value is 20.
+    pub max_requests_per_second: Option<u32>,
 }
 
 impl Default for Limits {
@@ -66,6 +71,7 @@ impl Default for Limits {
             max_client_token_bytes: DEFAULT_MAX_CLIENT_TOKEN_BYTES,
             max_thing_name_bytes: DEFAULT_MAX_THING_NAME_BYTES,
             max_shadow_name_bytes: DEFAULT_MAX_SHADOW_NAME_BYTES,
+            max_requests_per_second: None,
         }
     }
 }

@@ -102,3 +102,26 @@ fn recreated_shadow_continues_version() {
         other => panic!("expected an update, got {other:?}"),
     }
 }
+
+#[test]
+fn rate_limit_rejects_past_limit_per_second() {
+    let limits = Limits { max_requests_per_second: Some(2), ..Limits::default() };
+    let mut state = ShadowState::new(limits);
+    let key = ShadowKey::classic("lamp");
+    let at = |ms: i64| {
+        let mut update = request(key.clone(), Operation::Update, r#"{"state":{"reported":{"n":1}},"clientToken":"t"}"#);
+        update.received_at_ms = ms;
+        update
+    };
+    assert!(matches!(state.apply(at(10_000), 1).0, Outcome::Updated(_)));
+    assert!(matches!(state.apply(at(10_500), 1).0, Outcome::Updated(_)));
+    match state.apply(at(10_900), 1).0 {
+        Outcome::Rejected { error, client_token, .. } => {
+            assert_eq!(error.code(), 429);
+            assert_eq!(client_token.as_deref(), Some("t"));
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    assert!(matches!(state.apply(at(11_000), 1).0, Outcome::Updated(_)), "a new second admits again");
+    assert_eq!(state.get(&key).map(|version| version.version()), Some(3), "the throttled update changed nothing");
+}
