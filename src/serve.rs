@@ -5,7 +5,6 @@
 //! Stop (SIGINT or SIGTERM): intake first (MQTT source, HTTP API), then the dataflow drains
 //! every queued request, then the publisher flushes and the archive closes its files.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,10 +85,13 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     // Installed first, so a signal during start-up also stops the service cleanly.
     let signals = Signals::install()?;
     let (broker, embedded_broker) = connect_broker(&config).await?;
-
+    // Every step that can fail on its own runs before the dataflow starts, because a running
+    // dataflow must be drained before the process can exit.
+    let listener = bind_http(&config).await?;
     let history_dir = config.data_dir.join("history");
     let archive = ArchiveWriter::spawn(history_dir.clone(), config.archive.clone())
         .with_context(|| format!("starting the history archive in {}", history_dir.display()))?;
+
     let (publisher, publisher_handle) = spawn_publisher(&broker, &config.mqtt.client);
     let (requests, dataflow, http) = start_dataflow(&config, publisher, &archive)?;
     let running = Running {
@@ -110,10 +112,21 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
         Some(ready_sender),
         shutdown.clone(),
     ));
-    tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready).await.map_err(|_| {
-        anyhow::anyhow!("no MQTT subscription acknowledged by {broker} within {SUBSCRIBE_TIMEOUT:?}: check that the broker runs and accepts this client")
-    })?.context("MQTT request source stopped before subscribing")?;
-    let (api, http_address) = start_http(&config, http, shutdown).await?;
+    if tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready)
+        .await
+        .is_err()
+    {
+        let _ = shutdown_sender.send(true);
+        let _ = source.await;
+        stop(running, Instant::now()).await?;
+        anyhow::bail!(
+            "no MQTT subscription acknowledged by {broker} within {SUBSCRIBE_TIMEOUT:?}: check that the broker runs and accepts this client"
+        );
+    }
+    let http_address = listener
+        .local_addr()
+        .context("reading the HTTP listen address")?;
+    let api = serve_http(&config, listener, http, shutdown);
 
     tracing::info!(http = %http_address, mqtt = %broker, workers = config.workers,
         data_dir = %config.data_dir.display(), "shadowflow started");
@@ -184,31 +197,32 @@ fn start_dataflow(
     Ok((requests, handle, http))
 }
 
-/// Binds the HTTP API and serves it until `shutdown` turns true.
-async fn start_http(
-    config: &ServeConfig,
-    http: Arc<HttpRequests>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
+/// Binds the HTTP API's listener.
+async fn bind_http(config: &ServeConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| {
             format!(
                 "binding the HTTP API to {}: pass another --http-listen address",
                 config.http.listen
             )
-        })?;
-    let address = listener
-        .local_addr()
-        .context("reading the HTTP listen address")?;
+        })
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` turns true.
+fn serve_http(
+    config: &ServeConfig,
+    listener: tokio::net::TcpListener,
+    http: Arc<HttpRequests>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     let state = Arc::new(ApiState {
         requests: http,
         limits: config.limits.clone(),
     });
-    let api = tokio::spawn(queries::serve(listener, state, async move {
+    tokio::spawn(queries::serve(listener, state, async move {
         let _ = shutdown.changed().await;
-    }));
-    Ok((api, address))
+    }))
 }
 
 /// Feeds a data set into the dataflow on a blocking thread until it ends or `stop` turns true.

@@ -254,3 +254,33 @@ fn named_shadows_list_and_delete_over_http() {
     let (status, _) = service.stop();
     assert!(status.success());
 }
+
+/// A taken HTTP port stops start-up with an error that names the address, instead of a hang.
+#[test]
+fn taken_http_port_fails_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let address = taken.local_addr().expect("local address").to_string();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shadowflow"))
+        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--http-listen", &address, "--data-dir"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn shadowflow serve");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("serve still running 30 s after failing to bind {address}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    assert!(!status.success(), "serve must fail when its HTTP port is taken");
+    assert!(stderr.contains(&format!("binding the HTTP API to {address}")), "stderr: {stderr}");
+}

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 pub enum BrokerError {
     /// The listen address cannot be bound (in use, or not a local address).
     #[error(
-        "cannot listen for MQTT on {address}: {source}; pass another --mqtt-listen address, or --mqtt-broker to use a running broker"
+        "cannot listen for MQTT on {address}; pass another --mqtt-listen address, or --mqtt-broker to use a running broker"
     )]
     Bind {
         /// Address that could not be bound.
