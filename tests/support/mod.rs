@@ -299,6 +299,11 @@ impl Device {
         }
     }
 
+    /// Returns the next message, or `None` when none arrives within `timeout`.
+    pub fn next_message(&self, timeout: Duration) -> Option<(String, Value)> {
+        self.messages.recv_timeout(timeout).ok()
+    }
+
     /// Returns every message that arrives within `window`.
     pub fn drain(&self, window: Duration) -> Vec<(String, Value)> {
         let deadline = Instant::now() + window;
@@ -355,6 +360,17 @@ impl Http {
 
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("HTTP POST");
+        Self::read(response)
+    }
+
+    /// `POST path` with a body of raw bytes, which need not be UTF-8 or JSON.
+    pub fn post_bytes(&self, path: &str, body: &[u8]) -> (u16, Value) {
         let response = self
             .agent
             .post(format!("{}{path}", self.base))
