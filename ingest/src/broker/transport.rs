@@ -16,6 +16,20 @@ pub(crate) const READ_RESERVE_BYTES: usize = 8 * 1024;
 /// Packet type of CONNECT, in the high four bits of a packet's first byte.
 const CONNECT_PACKET_TYPE: u8 = 1;
 
+/// Protocol level of MQTT 3.1.1 in a CONNECT packet.
+const MQTT_311_LEVEL: u8 = 4;
+
+/// Returns the protocol level of the CONNECT packet at the start of `buffer`, once enough of it
+/// has arrived: after the fixed header come a two-byte name length, the name (`MQTT`, or
+/// `MQIsdp` for 3.1) and the level byte.
+fn connect_protocol_level(buffer: &[u8]) -> Option<u8> {
+    // The remaining length takes one to four bytes, each with a continuation bit.
+    let length_bytes = buffer.iter().skip(1).take(4).position(|byte| byte & 0x80 == 0)? + 1;
+    let name_start = 1 + length_bytes;
+    let name_length = u16::from_be_bytes([*buffer.get(name_start)?, *buffer.get(name_start + 1)?]);
+    buffer.get(name_start + 2 + usize::from(name_length)).copied()
+}
+
 /// The socket halves and their buffers.
 pub(crate) struct Transport {
     pub(crate) reader: OwnedReadHalf,
@@ -67,6 +81,15 @@ impl Transport {
             if let Some(&first_byte) = self.read_buffer.first() {
                 if first_byte >> 4 != CONNECT_PACKET_TYPE {
                     return Err(ProtocolError::NotConnect { first_byte });
+                }
+                // Check the protocol level before decoding: an MQTT 5 CONNECT has properties
+                // the 3.1.1 decoder cannot read, and must still get CONNACK 0x01.
+                if let Some(level) = connect_protocol_level(&self.read_buffer)
+                    && level != MQTT_311_LEVEL
+                {
+                    return Err(ProtocolError::Malformed(mqttbytes::Error::InvalidProtocolLevel(
+                        level,
+                    )));
                 }
                 if let Some(Packet::Connect(connect)) = self.decode()? {
                     return Ok(Some(connect));

@@ -269,6 +269,32 @@ async fn mqtt31_connect_is_rejected() {
     broker.shutdown().await;
 }
 
+/// An MQTT 5 CONNECT with properties and a user name, as the AWS IoT Device SDK sends it, gets
+/// CONNACK "unacceptable protocol version" rather than a silent close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_connect_is_rejected() {
+    let broker = start(&test_config()).await;
+    let mut client = RawClient::open(broker.local_addr()).await;
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x82, 0x00, 0x1e];
+    body.extend_from_slice(&[0x00]); // no properties
+    body.extend_from_slice(&[0x00, 0x06]);
+    body.extend_from_slice(b"device");
+    let user = b"?SDK=IoTDeviceSDK/Python&Platform=Unix";
+    body.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    body.extend_from_slice(user);
+    let mut connect_v5 = vec![0x10, body.len() as u8];
+    connect_v5.extend_from_slice(&body);
+    client.send_bytes(&connect_v5).await;
+    match client.receive().await {
+        Some(RawPacket::ConnAck(connack)) => {
+            assert_eq!(connack.code, ConnectReturnCode::RefusedProtocolVersion);
+        }
+        other => panic!("expected CONNACK, received {other:?}"),
+    }
+    client.expect_closed().await;
+    broker.shutdown().await;
+}
+
 /// Shutdown closes open connections and stops the listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_connections() {
