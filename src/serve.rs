@@ -16,7 +16,8 @@ use ingest::http::{HttpReplies, HttpRequests};
 use ingest::mqtt::{BrokerAddress, run_source};
 use ingest::replay::{Dataset, replay_into_dataflow};
 use pipeline::dataflow::{
-    self, DataflowConfig, DataflowHandle, HttpReply, MqttMessage, RequestSender, ShadowOutputs,
+    self, DataflowConfig, DataflowHandle, HttpReply, InFlight, MqttMessage, RequestSender,
+    ShadowOutputs,
 };
 use pipeline::history::HistoryRow;
 use queries::ApiState;
@@ -35,6 +36,7 @@ struct ServiceOutputs {
     publisher: MessagePublisher,
     http: Arc<HttpReplies>,
     archive: ArchiveSender,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 impl ShadowOutputs for ServiceOutputs {
@@ -49,6 +51,16 @@ impl ShadowOutputs for ServiceOutputs {
     fn archive(&self, row: HistoryRow) {
         if let Err(error) = self.archive.send(row) {
             tracing::error!(error = %error, "history row not archived");
+        }
+    }
+
+    fn tracks_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    fn finished(&self, thing: &str) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.release(thing);
         }
     }
 }
@@ -93,7 +105,7 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
         .with_context(|| format!("starting the history archive in {}", history_dir.display()))?;
 
     let (publisher, publisher_handle) = spawn_publisher(&broker, &config.mqtt.client);
-    let (requests, dataflow, http) = start_dataflow(&config, publisher, &archive)?;
+    let (requests, dataflow, http, in_flight) = start_dataflow(&config, publisher, &archive)?;
     let running = Running {
         requests,
         dataflow,
@@ -109,6 +121,7 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
         config.mqtt.client.clone(),
         config.limits.clone(),
         running.requests.clone(),
+        in_flight,
         Some(ready_sender),
         shutdown.clone(),
     ));
@@ -166,13 +179,21 @@ async fn connect_broker(
     Ok((broker, Some(started)))
 }
 
-/// Starts the dataflow with its outputs; returns its request sender, its handle and the HTTP
-/// request side.
+/// The dataflow's request sender and handle, the HTTP request side, and the in-flight counter
+/// (when that limit is set).
+type StartedDataflow = (
+    RequestSender,
+    DataflowHandle,
+    Arc<HttpRequests>,
+    Option<Arc<InFlight>>,
+);
+
+/// Starts the dataflow with its outputs.
 fn start_dataflow(
     config: &ServeConfig,
     publisher: MessagePublisher,
     archive: &ArchiveHandle,
-) -> anyhow::Result<(RequestSender, DataflowHandle, Arc<HttpRequests>)> {
+) -> anyhow::Result<StartedDataflow> {
     let dataflow_config = DataflowConfig {
         workers: config.workers,
         limits: config.limits.clone(),
@@ -182,19 +203,25 @@ fn start_dataflow(
     // the channel is made first and handed to the dataflow together with the outputs.
     let (requests, receiver) = dataflow::request_channel(dataflow_config.request_queue);
     let replies = Arc::new(HttpReplies::default());
+    let in_flight = config
+        .limits
+        .max_in_flight_per_thing
+        .map(|limit| Arc::new(InFlight::new(limit)));
     let http_timeout = Duration::from_secs(config.http.reply_timeout_s.max(1));
     let http = Arc::new(HttpRequests::new(
         requests.clone(),
         Arc::clone(&replies),
+        in_flight.clone(),
         http_timeout,
     ));
     let outputs = Arc::new(ServiceOutputs {
         publisher,
         http: replies,
         archive: archive.sender(),
+        in_flight: in_flight.clone(),
     });
     let handle = dataflow::spawn_with_receiver(dataflow_config, receiver, outputs)?;
-    Ok((requests, handle, http))
+    Ok((requests, handle, http, in_flight))
 }
 
 /// Binds the HTTP API's listener.

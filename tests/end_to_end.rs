@@ -284,3 +284,42 @@ fn taken_http_port_fails_start_up() {
     assert!(!status.success(), "serve must fail when its HTTP port is taken");
     assert!(stderr.contains(&format!("binding the HTTP API to {address}")), "stderr: {stderr}");
 }
+
+/// The optional limits from a config file: past 2 requests per second a shadow gets 429, and
+/// with 1 request in flight per thing, requests that wait for their response all pass, which
+/// shows each response frees its slot.
+#[test]
+fn optional_request_limits_apply() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = data.path().join("shadowflow.toml");
+    std::fs::write(&config, "[limits]\nmax_requests_per_second = 2\nmax_in_flight_per_thing = 1\n")
+        .expect("write config");
+    let config = config.to_str().expect("UTF-8 path").to_owned();
+    let service = Service::start_embedded_with(&["--config", &config], data.path(), 2);
+    let app = Http::new(&service.http);
+
+    // Five updates within one second span at most two windows of two requests each.
+    let statuses: Vec<u16> = (0..5)
+        .map(|index| {
+            let body = format!(r#"{{"state":{{"reported":{{"n":{index}}}}}}}"#);
+            let (status, reply) = app.post("/things/fast/shadow", &body);
+            assert!(status == 200 || reply["code"] == 429, "unexpected reply {status}: {reply}");
+            status
+        })
+        .collect();
+    let throttled = statuses.iter().filter(|status| **status == 429).count();
+    assert!(throttled >= 1, "statuses {statuses:?}");
+
+    let prefix = "$aws/things/slow/shadow/name";
+    let filters: Vec<String> =
+        (0..10).map(|index| format!("{prefix}/s{index}/update/accepted")).collect();
+    let device = Device::connect("slow-device", service.mqtt_port, &filters);
+    for index in 0..10 {
+        device.publish(&format!("{prefix}/s{index}/update"), r#"{"state":{"reported":{"on":true}}}"#);
+        let accepted = device.expect_on(&format!("{prefix}/s{index}/update/accepted"));
+        assert_eq!(accepted["version"], 1, "request {index} passed the in-flight limit");
+    }
+
+    let (status, _) = service.stop();
+    assert!(status.success());
+}

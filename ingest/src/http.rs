@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline::dataflow::{HttpReply, Operation, ReplyTo, Request, RequestSender};
+use pipeline::dataflow::{HttpReply, InFlight, Operation, ReplyTo, Request, RequestSender};
 use pipeline::history::Origin;
 use pipeline::shadow::ShadowKey;
 use tokio::sync::oneshot;
@@ -28,6 +28,9 @@ pub enum SubmitError {
     /// The dataflow is shutting down.
     #[error("the service is shutting down")]
     Closed,
+    /// The thing already has its maximum of requests in flight.
+    #[error("too many requests in flight for this thing")]
+    TooManyInFlight,
     /// No reply arrived in time.
     #[error("no reply from the shadow dataflow within {0:?}")]
     TimedOut(Duration),
@@ -69,16 +72,23 @@ impl HttpReplies {
 pub struct HttpRequests {
     sender: RequestSender,
     replies: Arc<HttpReplies>,
+    in_flight: Option<Arc<InFlight>>,
     next_id: AtomicU64,
     reply_timeout: Duration,
 }
 
 impl HttpRequests {
     /// Creates the request side; requests go to `sender` and replies arrive through `replies`.
-    pub fn new(sender: RequestSender, replies: Arc<HttpReplies>, reply_timeout: Duration) -> Self {
+    pub fn new(
+        sender: RequestSender,
+        replies: Arc<HttpReplies>,
+        in_flight: Option<Arc<InFlight>>,
+        reply_timeout: Duration,
+    ) -> Self {
         HttpRequests {
             sender,
             replies,
+            in_flight,
             next_id: AtomicU64::new(1),
             reply_timeout,
         }
@@ -94,6 +104,12 @@ impl HttpRequests {
         operation: Operation,
         payload: Vec<u8>,
     ) -> Result<HttpReply, SubmitError> {
+        if let Some(in_flight) = &self.in_flight
+            && !in_flight.try_acquire(&key.thing_name)
+        {
+            return Err(SubmitError::TooManyInFlight);
+        }
+        let thing = self.in_flight.as_ref().map(|_| key.thing_name.clone());
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_sender, reply) = oneshot::channel();
         self.replies.lock().insert(request_id, reply_sender);
@@ -107,6 +123,9 @@ impl HttpRequests {
         };
         if self.sender.send(request).await.is_err() {
             self.replies.lock().remove(&request_id);
+            if let (Some(in_flight), Some(thing)) = (&self.in_flight, &thing) {
+                in_flight.release(thing);
+            }
             return Err(SubmitError::Closed);
         }
         match tokio::time::timeout(self.reply_timeout, reply).await {

@@ -160,6 +160,9 @@ async fn submit(
                 StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             json_response(status, reply.body)
         }
+        Err(SubmitError::TooManyInFlight) => {
+            error_response(&ShadowError::too_many_in_flight(), None)
+        }
         Err(error @ SubmitError::Closed) => {
             error_response(&ShadowError::new(503, error.to_string()), None)
         }

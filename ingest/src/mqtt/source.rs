@@ -2,14 +2,17 @@
 //! into the dataflow.
 //!
 //! # Notes
+//! - Requests past the optional in-flight limit of their thing get 429 here, on their
+//!   `/rejected` topic.
 //! - Requests whose topic names an invalid thing or shadow name are answered here on their
 //!   `/rejected` topic and never reach the dataflow, so they cannot touch any shadow.
 //! - The subscription uses QoS 1, so the broker does not drop requests on their way to the
 //!   service. The session is clean: requests published while the service is down are lost.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pipeline::dataflow::{ReplyTo, Request, RequestSender};
+use pipeline::dataflow::{InFlight, ReplyTo, Request, RequestSender};
 use pipeline::history::Origin;
 use pipeline::protocol::{ResponseKind, ShadowTopic, TopicError};
 use pipeline::shadow::{
@@ -40,6 +43,7 @@ pub async fn run_source(
     config: MqttClientConfig,
     limits: Limits,
     requests: RequestSender,
+    in_flight: Option<Arc<InFlight>>,
     ready: Option<oneshot::Sender<SourceReady>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -67,7 +71,10 @@ pub async fn run_source(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if forward(&client, &limits, &requests, publish).await.is_err() {
+                if forward(&client, &limits, &requests, in_flight.as_deref(), publish)
+                    .await
+                    .is_err()
+                {
                     tracing::info!("dataflow stopped; request source is closing");
                     break;
                 }
@@ -93,6 +100,7 @@ async fn forward(
     client: &AsyncClient,
     limits: &Limits,
     requests: &RequestSender,
+    in_flight: Option<&InFlight>,
     publish: Publish,
 ) -> Result<(), pipeline::dataflow::DataflowClosed> {
     let topic = match ShadowTopic::parse(&publish.topic) {
@@ -105,7 +113,22 @@ async fn forward(
     };
     let received_at_ms = now_ms();
     if let Err(error) = validate_names(&topic, limits) {
-        reject_invalid_name(
+        reject_here(
+            client,
+            limits,
+            &topic,
+            error,
+            &publish.payload,
+            received_at_ms,
+        )
+        .await;
+        return Ok(());
+    }
+    if let Some(in_flight) = in_flight
+        && !in_flight.try_acquire(&topic.key.thing_name)
+    {
+        let error = ShadowError::too_many_in_flight();
+        reject_here(
             client,
             limits,
             &topic,
@@ -124,7 +147,12 @@ async fn forward(
         reply_to: ReplyTo::Mqtt,
         received_at_ms,
     };
-    requests.send(request).await
+    let thing = in_flight.map(|_| request.key.thing_name.clone());
+    let sent = requests.send(request).await;
+    if let (Err(_), Some(in_flight), Some(thing)) = (&sent, in_flight, thing) {
+        in_flight.release(&thing);
+    }
+    sent
 }
 
 fn validate_names(topic: &ShadowTopic, limits: &Limits) -> Result<(), ShadowError> {
@@ -135,7 +163,8 @@ fn validate_names(topic: &ShadowTopic, limits: &Limits) -> Result<(), ShadowErro
     Ok(())
 }
 
-async fn reject_invalid_name(
+/// Answers a request on its `/rejected` topic without sending it into the dataflow.
+async fn reject_here(
     client: &AsyncClient,
     limits: &Limits,
     topic: &ShadowTopic,
@@ -144,7 +173,7 @@ async fn reject_invalid_name(
     received_at_ms: i64,
 ) {
     let client_token = decode_client_token(payload, limits).ok().flatten();
-    tracing::debug!(thing = %topic.key.thing_name, error = %error, "rejected request with an invalid name");
+    tracing::debug!(thing = %topic.key.thing_name, error = %error, "rejected request before the dataflow");
     let document = error_document(
         &error,
         received_at_ms.div_euclid(1000),

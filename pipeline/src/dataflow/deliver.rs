@@ -49,10 +49,30 @@ pub trait ShadowOutputs: Send + Sync + 'static {
     fn reply_http(&self, reply: HttpReply);
     /// Archives an accepted change.
     fn archive(&self, row: HistoryRow);
+
+    /// Returns whether [`ShadowOutputs::finished`] must be called; false by default.
+    fn tracks_in_flight(&self) -> bool {
+        false
+    }
+
+    /// Marks a request of `thing` from MQTT or HTTP as answered (see [`super::InFlight`]).
+    fn finished(&self, _thing: &str) {}
 }
 
 /// Sends everything that `outcome` produces to `outputs`.
 pub fn deliver_outcome(outcome: Outcome, outputs: &dyn ShadowOutputs) {
+    // Only requests with a reply destination were admitted by an ingest task.
+    let finished = outputs
+        .tracks_in_flight()
+        .then(|| (outcome.key().thing_name.clone(), outcome.reply_to()))
+        .filter(|(_, reply_to)| *reply_to != ReplyTo::Nobody);
+    deliver(outcome, outputs);
+    if let Some((thing, _)) = finished {
+        outputs.finished(&thing);
+    }
+}
+
+fn deliver(outcome: Outcome, outputs: &dyn ShadowOutputs) {
     match outcome {
         Outcome::Updated(updated) => deliver_update(*updated, outputs),
         Outcome::Read {

@@ -13,6 +13,7 @@
 //! - `operator`: the `Shadow: Apply` operator around [`ShadowState`].
 //! - `version`: [`ShadowVersion`], the record of the shadows collection, and [`PendingDelta`].
 //! - `deltas`: the deltas collection derived from the shadows collection.
+//! - `in_flight`: [`InFlight`], requests in flight per thing for the optional in-flight limit.
 //! - `deliver`: encoding outcomes and deltas, and the [`ShadowOutputs`] they go to.
 //!
 //! # Notes
@@ -23,6 +24,7 @@
 
 mod deliver;
 mod deltas;
+mod in_flight;
 mod operator;
 mod request;
 mod source;
@@ -39,6 +41,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
 pub use deltas::PendingDeltas;
+pub use in_flight::InFlight;
 pub use operator::MaintainShadows;
 pub use request::{
     DEFAULT_LIST_PAGE_SIZE, ListRequest, MAX_LIST_PAGE_SIZE, Operation, ReplyTo, Request,

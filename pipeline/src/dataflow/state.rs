@@ -90,6 +90,30 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Returns the shadow the request addressed (for a list: the thing, without shadow name).
+    pub fn key(&self) -> &ShadowKey {
+        match self {
+            Outcome::Updated(updated) => &updated.key,
+            Outcome::Read { key, .. }
+            | Outcome::Deleted { key, .. }
+            | Outcome::Listed { key, .. }
+            | Outcome::Rejected { key, .. } => key,
+        }
+    }
+
+    /// Returns the destination of the response.
+    pub fn reply_to(&self) -> ReplyTo {
+        match self {
+            Outcome::Updated(updated) => updated.reply_to,
+            Outcome::Read { reply_to, .. }
+            | Outcome::Deleted { reply_to, .. }
+            | Outcome::Listed { reply_to, .. }
+            | Outcome::Rejected { reply_to, .. } => *reply_to,
+        }
+    }
+}
+
 /// An accepted update.
 #[derive(Clone, Debug)]
 pub struct Updated {
@@ -175,8 +199,13 @@ impl ShadowState {
             && request.operation != Operation::ListNamed
             && !self.admit(&request, limit)
         {
-            let client_token = decode_client_token(&request.payload, &self.limits).ok().flatten();
-            return (rejected_outcome(request, ShadowError::throttled(), client_token), None);
+            let client_token = decode_client_token(&request.payload, &self.limits)
+                .ok()
+                .flatten();
+            return (
+                rejected_outcome(request, ShadowError::throttled(), client_token),
+                None,
+            );
         }
         match request.operation {
             Operation::Update => self.update(request, epoch),

@@ -128,6 +128,11 @@ impl ShadowError {
         Self::new(429, "Rate exceeded")
     }
 
+    /// 429: too many requests of one thing are waiting for their responses.
+    pub fn too_many_in_flight() -> Self {
+        Self::new(429, "Too many requests in flight")
+    }
+
     /// 500: the service failed for a reason that is not the client's fault.
     pub fn internal() -> Self {
         Self::new(500, "Internal service failure")

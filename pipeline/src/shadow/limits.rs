@@ -60,6 +60,11 @@ pub struct Limits {
     /// by default, because the limit protects a shared cloud service and would throttle a
     /// data-set replay. AWS IoT's value is 20.
     pub max_requests_per_second: Option<u32>,
+
+    /// Maximum requests of one thing that have been received but not yet answered; more get
+    /// 429. Off (`None`) by default for the same reason as `max_requests_per_second`. AWS
+    /// IoT's value is 10.
+    pub max_in_flight_per_thing: Option<u32>,
 }
 
 impl Default for Limits {
@@ -72,6 +77,7 @@ impl Default for Limits {
             max_thing_name_bytes: DEFAULT_MAX_THING_NAME_BYTES,
             max_shadow_name_bytes: DEFAULT_MAX_SHADOW_NAME_BYTES,
             max_requests_per_second: None,
+            max_in_flight_per_thing: None,
         }
     }
 }
