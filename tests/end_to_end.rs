@@ -1,5 +1,5 @@
 //! End to end: a device over MQTT and an app over HTTP share one shadow, on the embedded broker
-//! and on Debian's mosquitto, and the Parquet history holds every accepted update.
+//! and on Debian's mosquitto, and the Parquet history contains every accepted update.
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! HTTP-originated requests: forwarding a request into the dataflow and waiting for its reply.
 //!
 //! The HTTP API registers each request under a fresh id, sends it into the dataflow with
-//! [`ReplyTo::Http`], and waits; the service's outputs call [`HttpReplies::complete`] when the
+//! [`ReplyTo::Http`], and waits. The service's outputs call [`HttpReplies::complete`] when the
 //! dataflow delivers the reply.
 //!
 //! The two halves are separate types because the dataflow's outputs hold [`HttpReplies`]: if

@@ -163,7 +163,7 @@ fn validate_names(topic: &ShadowTopic, limits: &Limits) -> Result<(), ShadowErro
     Ok(())
 }
 
-/// Answers a request on its `/rejected` topic without sending it into the dataflow.
+/// Rejects a request on its `/rejected` topic without sending it into the dataflow.
 async fn reject_here(
     client: &AsyncClient,
     limits: &Limits,

@@ -55,7 +55,7 @@ pub trait ShadowOutputs: Send + Sync + 'static {
         false
     }
 
-    /// Marks a request of `thing` from MQTT or HTTP as answered (see [`super::InFlight`]).
+    /// Marks a request of `thing` from MQTT or HTTP as responded to (see [`super::InFlight`]).
     fn finished(&self, _thing: &str) {}
 }
 

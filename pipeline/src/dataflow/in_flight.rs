@@ -35,7 +35,7 @@ impl InFlight {
         true
     }
 
-    /// Marks one request of `thing` as answered.
+    /// Marks one request of `thing` as responded to.
     pub fn release(&self, thing: &str) {
         let mut counts = self.lock();
         if let Some(count) = counts.get_mut(thing) {

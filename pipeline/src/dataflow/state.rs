@@ -354,7 +354,7 @@ impl ShadowState {
     fn admit(&mut self, request: &Request, limit: u32) -> bool {
         let second = request.received_at_ms.div_euclid(1000);
         // NOTE: with the limit on, a request to a shadow that does not exist keeps an empty
-        // entry for its rate window; entries are never evicted.
+        // entry for its rate window. Such entries are never evicted.
         let entry = self.entries.entry(request.key.clone()).or_default();
         if entry.rate_window.0 != second {
             entry.rate_window = (second, 0);
@@ -392,7 +392,7 @@ impl ShadowState {
                 .cloned()
                 .collect(),
         };
-        // One name past the page tells whether another page follows.
+        // One name past the page shows whether another page follows.
         let next_token = (names.len() > page_size).then(|| {
             names.truncate(page_size);
             names.last().cloned().unwrap_or_default()
