@@ -1,6 +1,7 @@
-//! Replay of a real data set through MQTT into `serve`: every published update is applied, the
-//! final shadow of each device holds its last reported values, and the history has one row per
-//! update.
+//! Replay of real data sets into `serve`, over MQTT and in-process.
+//!
+//! Every published update is applied, the final shadow of each device contains its last
+//! reported values, and the history has one row per update.
 
 mod support;
 

@@ -27,6 +27,15 @@
 //!   `delete`), an optional `shadow` name (none means the classic shadow) and at most one payload:
 //!   `payload` (JSON), `payload_text` (raw text, e.g. malformed JSON) or `payload_hex` (raw bytes,
 //!   e.g. invalid UTF-8). `delay_ms` waits before the step is sent.
+//! - A `list` step pages through the named shadows of the thing with
+//!   `GET /api/things/shadow/ListNamedShadowsForThing/{thing}`. It has no shadow and no payload,
+//!   and may set `page_size` (an integer, or a string sent as it is, e.g. `"ten"`) and
+//!   `next_token` (a string). AWS offers this operation over HTTP only, so a list step is always
+//!   sent over HTTP, and the case's transports decide only how its other steps are sent. The
+//!   `next_token` `"$previous_next_token"` stands for the `nextToken` of the case's previous
+//!   list reply, which must have one. A case whose request is a list step needs `expect.http`,
+//!   and its `expect.mqtt` must be empty, because listing publishes nothing: its run watches every
+//!   topic under `$aws/things/{thing}/shadow/` apart from the request topics.
 //! - `prior` steps set the shadow up over the case's transport. Each must be accepted, unless it
 //!   says `"outcome": "rejected"`. The runner gives every prior JSON payload a `clientToken`
 //!   (`prior-N`, unless it has one) and ignores every message that carries a prior token, such as
@@ -41,7 +50,9 @@
 //!   200, or its `{operation}/rejected` message with the status in its `code`.
 //!
 //! In payloads and patterns, `${thing}` and `${id}` inside strings are replaced by the thing name
-//! and the id, and a string `"$repeat:N:TEXT"` becomes TEXT repeated N times.
+//! and the id, and a string `"$repeat:N:TEXT"` becomes TEXT repeated N times. The expected body
+//! of a list request may contain `"$previous_next_token"`, which matches only the `nextToken` of
+//! the previous list reply.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -49,7 +60,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::pattern::unknown_placeholder;
+use crate::pattern::{PREVIOUS_NEXT_TOKEN, unknown_placeholder};
 
 /// Folder of the case files.
 pub const CASES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/cases");
@@ -74,7 +85,8 @@ impl Transport {
     }
 }
 
-/// A shadow operation, which is both the request topic suffix and the HTTP method.
+/// A shadow operation: the request topic suffix and HTTP method of a shadow request, or a list
+/// of the thing's named shadows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -84,6 +96,8 @@ pub enum Operation {
     Get,
     /// `delete`, HTTP `DELETE`.
     Delete,
+    /// `ListNamedShadowsForThing`, HTTP `GET` only.
+    List,
 }
 
 impl Operation {
@@ -93,6 +107,7 @@ impl Operation {
             Operation::Update => "update",
             Operation::Get => "get",
             Operation::Delete => "delete",
+            Operation::List => "list",
         }
     }
 }
@@ -174,6 +189,14 @@ pub struct Step {
     /// Response a prior step must get.
     #[serde(default)]
     pub outcome: Outcome,
+
+    /// `pageSize` of a list step: an integer, or a string sent as it is.
+    #[serde(default)]
+    page_size: Option<Value>,
+
+    /// `nextToken` of a list step, or [`PREVIOUS_NEXT_TOKEN`].
+    #[serde(default)]
+    next_token: Option<String>,
 }
 
 impl Step {
@@ -226,6 +249,13 @@ pub struct PreparedStep {
 
     /// Response a prior step must get.
     pub outcome: Outcome,
+
+    /// `pageSize` query value of a list step.
+    pub page_size: Option<String>,
+
+    /// `nextToken` query value of a list step, possibly [`PREVIOUS_NEXT_TOKEN`], which the
+    /// runner replaces.
+    pub next_token: Option<String>,
 }
 
 impl PreparedStep {
@@ -253,7 +283,7 @@ pub struct PreparedCase {
     /// Pattern of every expected MQTT message, by topic suffix.
     pub mqtt: BTreeMap<String, Value>,
 
-    /// Expected reply, for HTTP runs.
+    /// Expected reply, for HTTP runs and for every run of a list request.
     pub http: Option<HttpExpect>,
 }
 
@@ -357,6 +387,7 @@ fn check(case: &Case) -> Result<(), String> {
     for step in case.prior.iter().chain([&case.request]) {
         check_step(step, &case.transports)?;
     }
+    check_list_tokens(case)?;
     if case.request.outcome != Outcome::Accepted {
         return Err("outcome applies to prior steps only".to_owned());
     }
@@ -372,10 +403,72 @@ fn check(case: &Case) -> Result<(), String> {
     if let Some(unknown) = http_body.and_then(unknown_placeholder) {
         return Err(format!("http body has the unknown placeholder {unknown:?}"));
     }
-    if case.transports.contains(&Transport::Http) && case.expect.http.is_none() {
+    if case.request.operation == Operation::List {
+        if case.expect.http.is_none() {
+            return Err("a list request needs expect.http".to_owned());
+        }
+        if !case.expect.mqtt.is_empty() {
+            return Err(
+                "a list request publishes nothing, so expect.mqtt must be empty".to_owned(),
+            );
+        }
+    } else if case.transports.contains(&Transport::Http) && case.expect.http.is_none() {
         derive_http(case)?;
     }
     Ok(())
+}
+
+/// Checks that every `"$previous_next_token"` follows a list step.
+fn check_list_tokens(case: &Case) -> Result<(), String> {
+    let mut list_seen = false;
+    for (index, step) in case.prior.iter().enumerate() {
+        if step.next_token.as_deref() == Some(PREVIOUS_NEXT_TOKEN) && !list_seen {
+            return Err(format!(
+                "prior step {index} uses {PREVIOUS_NEXT_TOKEN:?}, but no list step comes before it"
+            ));
+        }
+        list_seen |= step.operation == Operation::List;
+    }
+    if case.request.next_token.as_deref() == Some(PREVIOUS_NEXT_TOKEN) && !list_seen {
+        return Err(format!(
+            "the request uses {PREVIOUS_NEXT_TOKEN:?}, but no prior step is a list step"
+        ));
+    }
+    let body_uses_token = case
+        .expect
+        .http
+        .as_ref()
+        .is_some_and(|http| contains_string(&http.body, PREVIOUS_NEXT_TOKEN));
+    if body_uses_token && !(case.request.operation == Operation::List && list_seen) {
+        return Err(format!(
+            "expect.http may contain {PREVIOUS_NEXT_TOKEN:?} only for a list request after a \
+             prior list step"
+        ));
+    }
+    let mqtt_uses_token = case
+        .expect
+        .mqtt
+        .values()
+        .any(|pattern| contains_string(pattern, PREVIOUS_NEXT_TOKEN));
+    if mqtt_uses_token {
+        return Err(format!(
+            "expect.mqtt may not contain {PREVIOUS_NEXT_TOKEN:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn contains_string(value: &Value, wanted: &str) -> bool {
+    match value {
+        Value::String(text) => text == wanted,
+        Value::Array(elements) => elements
+            .iter()
+            .any(|element| contains_string(element, wanted)),
+        Value::Object(members) => members
+            .values()
+            .any(|member| contains_string(member, wanted)),
+        _ => false,
+    }
 }
 
 /// Checks that the messages of every prior step can be distinguished from the request's by their
@@ -419,6 +512,15 @@ fn check_step(step: &Step, transports: &[Transport]) -> Result<(), String> {
         return Err("a step has more than one of payload, payload_text and payload_hex".to_owned());
     }
     let has_payload = payloads.contains(&true);
+    if step.operation == Operation::List {
+        return check_list_step(step, has_payload);
+    }
+    if step.page_size.is_some() || step.next_token.is_some() {
+        return Err(format!(
+            "page_size and next_token apply to list steps only, not to {}",
+            step.operation.as_str()
+        ));
+    }
     if has_payload && step.operation != Operation::Update && transports.contains(&Transport::Http) {
         return Err(format!(
             "a {} step with a payload can run over mqtt only, because an HTTP {} has no body",
@@ -428,6 +530,35 @@ fn check_step(step: &Step, transports: &[Transport]) -> Result<(), String> {
     }
     if let Some(hex) = &step.payload_hex {
         decode_hex(hex)?;
+    }
+    Ok(())
+}
+
+fn check_list_step(step: &Step, has_payload: bool) -> Result<(), String> {
+    if has_payload {
+        return Err("a list step has no payload".to_owned());
+    }
+    if step.shadow.is_some() {
+        return Err(
+            "a list step lists every named shadow of the thing, so it names no shadow".to_owned(),
+        );
+    }
+    let invalid_page_size = step
+        .page_size
+        .as_ref()
+        .filter(|size| !(size.is_i64() || size.is_u64() || size.is_string()));
+    if let Some(page_size) = invalid_page_size {
+        return Err(format!(
+            "page_size {page_size} is neither an integer nor a string"
+        ));
+    }
+    if let Some(token) = &step.next_token {
+        let value = Value::String(token.clone());
+        if token != PREVIOUS_NEXT_TOKEN && unknown_placeholder(&value).is_some() {
+            return Err(format!(
+                "next_token {token:?} looks like a misspelt {PREVIOUS_NEXT_TOKEN:?}"
+            ));
+        }
     }
     Ok(())
 }
@@ -538,7 +669,10 @@ impl Case {
                             .or_insert_with(|| Value::from(token));
                     }
                     Some(_) => {}
-                    None if transport == Transport::Mqtt && !raw => {
+                    None if transport == Transport::Mqtt
+                        && !raw
+                        && step.operation != Operation::List =>
+                    {
                         let mut members = Map::new();
                         members.insert("clientToken".to_owned(), Value::from(token));
                         step.payload = Some(Value::Object(members));
@@ -558,6 +692,17 @@ impl Case {
             .map(|(topic, pattern)| (topic.clone(), substitute(pattern)))
             .collect();
         let http = match transport {
+            _ if self.request.operation == Operation::List => {
+                let expected = self
+                    .expect
+                    .http
+                    .as_ref()
+                    .expect("checked when the case was loaded");
+                Some(HttpExpect {
+                    status: expected.status,
+                    body: substitute(&expected.body),
+                })
+            }
             Transport::Mqtt => None,
             Transport::Http => {
                 let expected = match &self.expect.http {
@@ -617,6 +762,11 @@ fn prepare_step(
         client_token: json_client_token(payload.as_ref()),
         delay_ms: step.delay_ms,
         outcome: step.outcome,
+        page_size: step.page_size.as_ref().map(|size| match size {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }),
+        next_token: step.next_token.clone(),
     }
 }
 

@@ -12,14 +12,19 @@
 //! | `"$prior_timestamp"` | such a time no later than the acknowledgement of the last prior step |
 //! | `"$request_timestamp"` | such a time no earlier than the sending of the request |
 //! | `"$meta"`, `"$prior_meta"`, `"$request_meta"` | a metadata leaf `{"timestamp": T}`, with `T` as above |
+//! | `"$previous_next_token"` | the `nextToken` of the previous list reply, which the runner puts in place before matching |
 //!
 //! Any other string that starts with `$` and a lowercase letter is rejected when the cases load,
 //! so a misspelt placeholder cannot silently turn into a literal.
 
 use serde_json::Value;
 
+/// Placeholder for the `nextToken` of the case's previous list reply, in a list step's
+/// `next_token` and in the expected body of a list request.
+pub const PREVIOUS_NEXT_TOKEN: &str = "$previous_next_token";
+
 /// Placeholders a pattern may contain.
-const PLACEHOLDERS: [&str; 7] = [
+const PLACEHOLDERS: [&str; 8] = [
     "$any",
     "$timestamp",
     "$prior_timestamp",
@@ -27,6 +32,7 @@ const PLACEHOLDERS: [&str; 7] = [
     "$meta",
     "$prior_meta",
     "$request_meta",
+    PREVIOUS_NEXT_TOKEN,
 ];
 
 /// Inclusive ranges of epoch seconds that the timestamp placeholders accept.
@@ -130,6 +136,10 @@ fn match_placeholder(
         "$meta" => check_metadata_leaf(actual, windows.case, "the case run"),
         "$prior_meta" => check_metadata_leaf(actual, windows.prior, "the prior steps"),
         "$request_meta" => check_metadata_leaf(actual, windows.request, "the request"),
+        PREVIOUS_NEXT_TOKEN => Err(format!(
+            "{PREVIOUS_NEXT_TOKEN} was not replaced by a token, got {}",
+            render(actual)
+        )),
         _ => return None,
     };
     Some(result)
@@ -164,6 +174,26 @@ fn check_metadata_leaf(actual: &Value, window: (i64, i64), during: &str) -> Resu
             "expected a metadata leaf {{\"timestamp\": ..}}, got {}",
             render(actual)
         )),
+    }
+}
+
+/// Returns `pattern` with every `"$previous_next_token"` replaced by the string `token`.
+pub fn with_previous_next_token(pattern: &Value, token: &str) -> Value {
+    match pattern {
+        Value::String(text) if text == PREVIOUS_NEXT_TOKEN => Value::String(token.to_owned()),
+        Value::Array(elements) => Value::Array(
+            elements
+                .iter()
+                .map(|element| with_previous_next_token(element, token))
+                .collect(),
+        ),
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(key, member)| (key.clone(), with_previous_next_token(member, token)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -253,6 +283,27 @@ mod tests {
         let extra = json!({"timestamp": 101, "version": 1});
         assert_eq!(differences(&json!("$meta"), &extra, &WINDOWS).len(), 1);
         assert_eq!(differences(&json!("$meta"), &json!(101), &WINDOWS).len(), 1);
+    }
+
+    #[test]
+    fn previous_next_token_matches_only_its_token() {
+        let pattern = with_previous_next_token(&json!({"nextToken": "$previous_next_token"}), "b");
+        assert!(differences(&pattern, &json!({"nextToken": "b"}), &WINDOWS).is_empty());
+        assert_eq!(
+            differences(&pattern, &json!({"nextToken": "d"}), &WINDOWS).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn unreplaced_previous_next_token_matches_nothing() {
+        let pattern = json!({"nextToken": "$previous_next_token"});
+        let found = differences(
+            &pattern,
+            &json!({"nextToken": "$previous_next_token"}),
+            &WINDOWS,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
     }
 
     #[test]

@@ -318,6 +318,26 @@ impl Device {
     }
 }
 
+impl Device {
+    /// Waits until the connection closes, and returns the messages that arrived before it did;
+    /// returns `None` when the connection is still open after `timeout`.
+    ///
+    /// The connection counts as closed once the client's event loop reports an error, which is
+    /// usually the broker closing the socket.
+    pub fn wait_for_close(&self, timeout: Duration) -> Option<Vec<(String, Value)>> {
+        let deadline = Instant::now() + timeout;
+        let mut received = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok(message) => received.push(message),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Some(received),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            }
+        }
+    }
+}
+
 /// A small HTTP client that returns status and JSON body.
 pub struct Http {
     agent: ureq::Agent,
