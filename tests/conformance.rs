@@ -85,7 +85,6 @@ fn oversized_payload_closes_embedded_connection() {
 // payload it drops its broker connection, reconnects about a second later and never publishes
 // a response.
 #[test]
-#[ignore = "fails: the service drops its mosquitto connection on a 140 KiB request instead of rejecting it with 413"]
 fn oversized_payload_rejected_on_mosquitto() {
     let mosquitto = Mosquitto::start();
     let data = tempfile::tempdir().expect("temp dir");

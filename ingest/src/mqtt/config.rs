@@ -13,9 +13,15 @@ pub const DEFAULT_CLIENT_ID: &str = "shadowflow";
 /// Default keep-alive interval, in seconds.
 pub const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 
-/// Default largest MQTT packet, in bytes: AWS IoT's 128 KiB payload limit plus room for the
-/// topic and packet header.
+/// Default largest MQTT packet the service sends, in bytes: AWS IoT's 128 KiB payload limit plus
+/// room for the topic and packet header.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 132 * 1024;
+
+/// Default largest MQTT packet the service receives, in bytes: the largest packet MQTT 3.1.1
+/// can encode (a remaining length of 268,435,455 bytes plus a 5-byte fixed header). A broker
+/// such as mosquitto forwards requests larger than the payload limit; the service must receive
+/// them to reject them with 413, because a smaller client limit drops the whole connection.
+pub const DEFAULT_MAX_INCOMING_PACKET_BYTES: usize = 268_435_460;
 
 /// Default number of unacknowledged QoS 1 publishes per connection. The response publisher
 /// sends several messages per update, so a window of 100 would cap it at 100 messages per
@@ -33,8 +39,11 @@ pub struct MqttClientConfig {
     pub client_id: String,
     /// Keep-alive interval, in seconds.
     pub keep_alive_s: u64,
-    /// Largest MQTT packet accepted or sent, in bytes.
+    /// Largest MQTT packet sent, in bytes.
     pub max_packet_bytes: usize,
+    /// Largest MQTT packet received, in bytes. Requests over the payload limit are still
+    /// received and rejected with 413; a packet over this size closes the connection.
+    pub max_incoming_packet_bytes: usize,
     /// Unacknowledged QoS 1 publishes allowed per connection.
     pub inflight: u16,
     /// Connections that publish responses; each shadow's messages always use the same one, so
@@ -52,6 +61,7 @@ impl Default for MqttClientConfig {
             client_id: DEFAULT_CLIENT_ID.to_owned(),
             keep_alive_s: DEFAULT_KEEP_ALIVE_S,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            max_incoming_packet_bytes: DEFAULT_MAX_INCOMING_PACKET_BYTES,
             inflight: DEFAULT_INFLIGHT,
             publisher_connections: DEFAULT_PUBLISHER_CONNECTIONS,
             username: None,
@@ -67,7 +77,7 @@ impl MqttClientConfig {
         let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
         options
             .set_keep_alive(Duration::from_secs(self.keep_alive_s.max(5)))
-            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes)
+            .set_max_packet_size(self.max_incoming_packet_bytes, self.max_packet_bytes)
             .set_inflight(self.inflight.max(1))
             .set_clean_session(true);
         if let (Some(username), Some(password)) = (&self.username, &self.password) {

@@ -378,8 +378,9 @@ impl ShadowState {
         };
         let page_size = paging.page_size.unwrap_or(DEFAULT_LIST_PAGE_SIZE);
         if !(1..=MAX_LIST_PAGE_SIZE).contains(&page_size) {
-            let message =
-                format!("Invalid pageSize {page_size}: expected 1 to {MAX_LIST_PAGE_SIZE}");
+            let message = format!(
+                "Invalid pageSize {page_size}: expected an integer from 1 to {MAX_LIST_PAGE_SIZE}"
+            );
             return rejected_outcome(request, ShadowError::new(400, message), None);
         }
         let all = self.named.get(&request.key.thing_name);
