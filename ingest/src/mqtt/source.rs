@@ -112,22 +112,13 @@ async fn forward(
         }
     };
     let received_at_ms = now_ms();
-    if let Err(error) = validate_names(&topic, limits) {
-        reject_here(
-            client,
-            limits,
-            &topic,
-            error,
-            &publish.payload,
-            received_at_ms,
-        )
-        .await;
-        return Ok(());
-    }
-    if let Some(in_flight) = in_flight
-        && !in_flight.try_acquire(&topic.key.thing_name)
-    {
-        let error = ShadowError::too_many_in_flight();
+    let admitted = validate_names(&topic, limits).and_then(|()| match in_flight {
+        Some(in_flight) if !in_flight.try_acquire(&topic.key.thing_name) => {
+            Err(ShadowError::too_many_in_flight())
+        }
+        _ => Ok(()),
+    });
+    if let Err(error) = admitted {
         reject_here(
             client,
             limits,
