@@ -9,7 +9,8 @@ use std::sync::Arc;
 use ingest::http::{HttpRequests, SubmitError};
 use pipeline::dataflow::{ListRequest, MAX_LIST_PAGE_SIZE, Operation};
 use pipeline::shadow::{
-    Limits, ShadowError, ShadowKey, error_document, validate_shadow_name, validate_thing_name,
+    Limits, ShadowError, ShadowKey, decode_client_token, error_document, validate_shadow_name,
+    validate_thing_name,
 };
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
@@ -154,6 +155,11 @@ async fn submit(
     operation: Operation,
     payload: Vec<u8>,
 ) -> Response {
+    // Read now, because a rejection before the dataflow must echo the request's clientToken.
+    let client_token = state
+        .limits
+        .max_in_flight_per_thing
+        .and_then(|_| decode_client_token(&payload, &state.limits).ok().flatten());
     match state.requests.submit(key, operation, payload).await {
         Ok(reply) => {
             let status =
@@ -161,7 +167,7 @@ async fn submit(
             json_response(status, reply.body)
         }
         Err(SubmitError::TooManyInFlight) => {
-            error_response(&ShadowError::too_many_in_flight(), None)
+            error_response(&ShadowError::too_many_in_flight(), client_token.as_deref())
         }
         Err(error @ SubmitError::Closed) => {
             error_response(&ShadowError::new(503, error.to_string()), None)

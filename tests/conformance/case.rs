@@ -1,6 +1,20 @@
 //! The conformance case format, and loading, checking and preparing case files.
 //!
-//! Every `*.json` file under `tests/conformance/cases/` contains a JSON array of cases:
+//! Every `*.json` file under `tests/conformance/cases/` contains a JSON array of cases, which
+//! run against a service with the default settings, or an object with the settings of the
+//! service its cases run against and the array of cases:
+//!
+//! ```json
+//! {"service": {"limits": {"max_requests_per_second": 0}}, "cases": [...]}
+//! ```
+//!
+//! `service` is a non-empty JSON object that mirrors the TOML file of `shadowflow serve --config`:
+//! the example becomes `[limits]` with `max_requests_per_second = 0`. It may not contain `null`
+//! or the settings the runner passes as flags (`workers`, `data_dir`, `embedded_broker.listen`,
+//! `mqtt.broker` and `http.listen`). The runner starts one service per distinct `service` and
+//! broker, so files with equal settings share a service.
+//!
+//! A case looks like this:
 //!
 //! ```json
 //! {
@@ -153,6 +167,11 @@ pub struct Case {
     /// Case file, relative to [`CASES_DIR`].
     #[serde(skip)]
     pub file: String,
+
+    /// Settings of the service the case runs against, as the text of a TOML config file, or
+    /// `None` for the default settings.
+    #[serde(skip)]
+    pub settings: Option<String>,
 }
 
 fn default_thing() -> String {
@@ -326,16 +345,87 @@ fn load_file(path: &Path) -> Vec<Case> {
         .unwrap_or_default();
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|error| panic!("reading {} failed: {error}", path.display()));
-    let mut cases: Vec<Case> = serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{file} is not a valid case file: {error}"));
+    let invalid =
+        |error: &dyn std::fmt::Display| -> ! { panic!("{file} is not a valid case file: {error}") };
+    let content: Value = serde_json::from_str(&text).unwrap_or_else(|error| invalid(&error));
+    let (mut cases, settings) = if content.is_array() {
+        let cases: Vec<Case> =
+            serde_json::from_value(content).unwrap_or_else(|error| invalid(&error));
+        (cases, None)
+    } else {
+        let with_service: CaseFileWithService =
+            serde_json::from_value(content).unwrap_or_else(|error| invalid(&error));
+        let settings = settings_toml(&with_service.service)
+            .unwrap_or_else(|error| panic!("{file} has invalid service settings: {error}"));
+        (with_service.cases, Some(settings))
+    };
     for case in &mut cases {
         case.file = file.clone();
+        case.settings = settings.clone();
         expand_case(case);
         if let Err(problem) = check(case) {
             panic!("case {:?} in {file} is invalid: {problem}", case.name);
         }
     }
     cases
+}
+
+/// A case file that sets the service settings of its cases.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFileWithService {
+    /// The settings, shaped like the TOML config file.
+    service: Map<String, Value>,
+
+    /// The cases.
+    cases: Vec<Case>,
+}
+
+/// Settings that the runner passes as command-line flags, which override the config file.
+const FLAG_SETTINGS: [&[&str]; 5] = [
+    &["workers"],
+    &["data_dir"],
+    &["embedded_broker", "listen"],
+    &["mqtt", "broker"],
+    &["http", "listen"],
+];
+
+/// Converts the `service` object of a case file to the text of a TOML config file.
+fn settings_toml(service: &Map<String, Value>) -> Result<String, String> {
+    if service.is_empty() {
+        return Err(
+            "service is empty: use a plain array of cases for the default settings".to_owned(),
+        );
+    }
+    for path in FLAG_SETTINGS {
+        let (last, parents) = path.split_last().expect("every path has a key");
+        let mut section = Some(service);
+        for parent in parents {
+            section = section
+                .and_then(|members| members.get(*parent))
+                .and_then(Value::as_object);
+        }
+        if section.is_some_and(|members| members.contains_key(*last)) {
+            return Err(format!(
+                "{} is set by the runner's command-line flags, which override the config file, so \
+                 remove it from service",
+                path.join(".")
+            ));
+        }
+    }
+    if contains_null(&Value::Object(service.clone())) {
+        return Err("TOML has no null, so service may not contain one".to_owned());
+    }
+    toml::to_string(service).map_err(|error| format!("converting service to TOML failed: {error}"))
+}
+
+fn contains_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(elements) => elements.iter().any(contains_null),
+        Value::Object(members) => members.values().any(contains_null),
+        _ => false,
+    }
 }
 
 /// Expands every `"$repeat:N:TEXT"` string of the payloads and patterns.

@@ -58,6 +58,18 @@ impl Service {
         Self::start(&["--mqtt-broker", broker], data_dir, workers)
     }
 
+    /// Starts the service against a running broker, with extra `serve` flags.
+    pub fn start_with_broker_and_flags(
+        broker: &str,
+        extra: &[&str],
+        data_dir: &Path,
+        workers: usize,
+    ) -> Service {
+        let mut args = vec!["--mqtt-broker", broker];
+        args.extend_from_slice(extra);
+        Self::start(&args, data_dir, workers)
+    }
+
     /// Starts the service with its embedded broker and extra `serve` flags.
     pub fn start_embedded_with(extra: &[&str], data_dir: &Path, workers: usize) -> Service {
         let listen = format!("127.0.0.1:{}", free_port());
