@@ -18,9 +18,10 @@ pub const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 132 * 1024;
 
 /// Default largest MQTT packet the service receives, in bytes: the largest packet MQTT 3.1.1
-/// can encode (a remaining length of 268,435,455 bytes plus a 5-byte fixed header). A broker
-/// such as mosquitto forwards requests larger than the payload limit; the service must receive
-/// them to reject them with 413, because a smaller client limit drops the whole connection.
+/// can encode (a remaining length of 268,435,455 bytes plus a 5-byte fixed header).
+///
+/// A broker such as mosquitto forwards requests larger than the payload limit. The service must
+/// receive them to reject them with 413, because a smaller client limit drops the connection.
 pub const DEFAULT_MAX_INCOMING_PACKET_BYTES: usize = 268_435_460;
 
 /// Default number of unacknowledged QoS 1 publishes per connection. The response publisher
