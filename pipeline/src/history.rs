@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a request reached the service.
+/// Channel a request arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Origin {
     /// Published by a device or app on an MQTT shadow topic.
@@ -48,8 +48,8 @@ impl ChangeKind {
 
 /// One accepted change of one shadow.
 ///
-/// JSON columns hold compact JSON text; `None` means the section is absent (an empty shadow has
-/// neither `desired` nor `reported`, and a shadow in sync has no `delta`).
+/// JSON columns contain compact JSON text. `None` means the section is absent: an empty shadow
+/// has neither `desired` nor `reported`, and a shadow in sync has no `delta`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRow {
     /// Thing name, 1 to 128 characters of `[a-zA-Z0-9:_-]`.

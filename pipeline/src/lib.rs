@@ -1,7 +1,7 @@
 //! Shadow domain model and the dataflow that maintains shadows.
 //!
 //! A *shadow* is the JSON document that AWS IoT Device Shadow keeps per device: the `desired`
-//! state an app asks for, the `reported` state the device last sent, their `delta`, per-leaf
+//! state an app requests, the `reported` state the device last sent, their `delta`, per-leaf
 //! metadata and a version. This crate holds the semantics as plain functions ([`shadow`]) and
 //! the timely/differential dataflow that applies requests to shadows ([`dataflow`]).
 //!

@@ -407,7 +407,7 @@ fn check(steps: &[Step], workers: usize) {
         "things with output on {workers} workers"
     );
 
-    // The last history row of each live thing holds its final document.
+    // The last history row of each live thing contains its final document.
     for (index, model) in models.iter().enumerate().filter(|(_, model)| model.live) {
         let thing = thing_name(index);
         let last = rows

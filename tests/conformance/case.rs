@@ -51,7 +51,7 @@
 //!   and its `expect.mqtt` must be empty, because listing publishes nothing: its run watches every
 //!   topic under `$aws/things/{thing}/shadow/` apart from the request topics.
 //! - `prior` steps set the shadow up over the case's transport. Each must be accepted, unless it
-//!   says `"outcome": "rejected"`. The runner gives every prior JSON payload a `clientToken`
+//!   sets `"outcome": "rejected"`. The runner gives every prior JSON payload a `clientToken`
 //!   (`prior-N`, unless it has one) and ignores every message that carries a prior token, such as
 //!   a late `/update/delta` of a prior step. Over HTTP, a get or delete step has no body.
 //! - `expect.mqtt` maps every response topic on which exactly one message must arrive to the

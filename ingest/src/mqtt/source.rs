@@ -4,7 +4,7 @@
 //! # Notes
 //! - Requests past the optional in-flight limit of their thing get 429 here, on their
 //!   `/rejected` topic.
-//! - Requests whose topic names an invalid thing or shadow name are answered here on their
+//! - Requests whose topic names an invalid thing or shadow name are rejected here on their
 //!   `/rejected` topic and never reach the dataflow, so they cannot touch any shadow.
 //! - The subscription uses QoS 1, so the broker does not drop requests on their way to the
 //!   service. The session is clean: requests published while the service is down are lost.

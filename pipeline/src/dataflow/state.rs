@@ -176,14 +176,6 @@ impl ShadowState {
         }
     }
 
-    /// Returns the number of live shadows.
-    pub fn live_shadows(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|entry| entry.live.is_some())
-            .count()
-    }
-
     /// Returns the live version of `key`, if any.
     pub fn get(&self, key: &ShadowKey) -> Option<&Arc<ShadowVersion>> {
         self.entries.get(key).and_then(|entry| entry.live.as_ref())

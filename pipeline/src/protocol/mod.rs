@@ -2,4 +2,4 @@
 
 mod topic;
 
-pub use topic::{MAX_TOPIC_BYTES, ResponseKind, ShadowTopic, TopicError};
+pub use topic::{ResponseKind, ShadowTopic, TopicError};

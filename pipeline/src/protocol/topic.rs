@@ -7,15 +7,12 @@
 //!
 //! # Notes
 //! - Name validation (length, character set) lives in [`crate::shadow`]; this module only splits
-//!   topics, so that a topic with a bad name can still be answered on its `/rejected` topic.
+//!   topics, so that a request with a bad name can still get a response on its `/rejected` topic.
 //! - A segment containing an MQTT wildcard (`+`, `#`) or an empty segment never parses: no
 //!   response topic can be formed from it.
 
 use crate::dataflow::Operation;
 use crate::shadow::ShadowKey;
-
-/// Maximum topic length AWS IoT accepts, in bytes.
-pub const MAX_TOPIC_BYTES: usize = 256;
 
 const PREFIX: &str = "$aws/things/";
 

@@ -61,7 +61,7 @@ pub struct Limits {
     /// data-set replay. AWS IoT's value is 20.
     pub max_requests_per_second: Option<u32>,
 
-    /// Maximum requests of one thing that have been received but not yet answered; more get
+    /// Maximum requests of one thing that have been received but not yet responded to; more get
     /// 429. Off (`None`) by default for the same reason as `max_requests_per_second`. AWS
     /// IoT's value is 10.
     pub max_in_flight_per_thing: Option<u32>,
