@@ -41,6 +41,11 @@ fn main() -> ExitCode {
         .init();
 
     let cli = Cli::parse();
+    // Test builds read injected faults from `FAILPOINTS`; other builds have none.
+    let _faults = pipeline::faults::FaultScenario::from_env();
+    if pipeline::faults::FaultScenario::enabled() {
+        tracing::warn!("this build can inject faults from FAILPOINTS; do not run it in production");
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Replay(args) => replay::run(args),

@@ -215,7 +215,10 @@ fn named_shadows_list_and_delete_over_http() {
             assert_eq!(status, 200, "{name}: {body}");
         }
     }
-    let (status, body) = app.post("/things/pump/shadow", r#"{"state":{"reported":{"on":true}}}"#);
+    let (status, body) = app.post(
+        "/things/pump/shadow",
+        r#"{"state":{"reported":{"on":true}}}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], 1, "the classic shadow has its own version");
 
@@ -242,8 +245,14 @@ fn named_shadows_list_and_delete_over_http() {
     let (_, page) = app.get(list);
     assert_eq!(page["results"], json!(["alarm", "firmware"]));
 
-    let (_, recreated) = app.post("/things/pump/shadow?name=config", r#"{"state":{"reported":{"mode":"auto"}}}"#);
-    assert_eq!(recreated["version"], 3, "numbering continues after a delete");
+    let (_, recreated) = app.post(
+        "/things/pump/shadow?name=config",
+        r#"{"state":{"reported":{"mode":"auto"}}}"#,
+    );
+    assert_eq!(
+        recreated["version"], 3,
+        "numbering continues after a delete"
+    );
 
     let (status, empty) = app.get("/api/things/shadow/ListNamedShadowsForThing/nobody");
     assert_eq!(status, 200);
@@ -262,7 +271,14 @@ fn taken_http_port_fails_start_up() {
     let address = taken.local_addr().expect("local address").to_string();
     let data = tempfile::tempdir().expect("temp dir");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shadowflow"))
-        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--http-listen", &address, "--data-dir"])
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            &address,
+            "--data-dir",
+        ])
         .arg(data.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -280,9 +296,16 @@ fn taken_http_port_fails_start_up() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
-    assert!(!status.success(), "serve must fail when its HTTP port is taken");
-    assert!(stderr.contains(&format!("binding the HTTP API to {address}")), "stderr: {stderr}");
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(
+        !status.success(),
+        "serve must fail when its HTTP port is taken"
+    );
+    assert!(
+        stderr.contains(&format!("binding the HTTP API to {address}")),
+        "stderr: {stderr}"
+    );
 }
 
 /// The optional limits from a config file: past 2 requests per second a shadow gets 429, and
@@ -292,8 +315,11 @@ fn taken_http_port_fails_start_up() {
 fn optional_request_limits_apply() {
     let data = tempfile::tempdir().expect("temp dir");
     let config = data.path().join("shadowflow.toml");
-    std::fs::write(&config, "[limits]\nmax_requests_per_second = 2\nmax_in_flight_per_thing = 1\n")
-        .expect("write config");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_requests_per_second = 2\nmax_in_flight_per_thing = 1\n",
+    )
+    .expect("write config");
     let config = config.to_str().expect("UTF-8 path").to_owned();
     let service = Service::start_embedded_with(&["--config", &config], data.path(), 2);
     let app = Http::new(&service.http);
@@ -303,7 +329,10 @@ fn optional_request_limits_apply() {
         .map(|index| {
             let body = format!(r#"{{"state":{{"reported":{{"n":{index}}}}}}}"#);
             let (status, reply) = app.post("/things/fast/shadow", &body);
-            assert!(status == 200 || reply["code"] == 429, "unexpected reply {status}: {reply}");
+            assert!(
+                status == 200 || reply["code"] == 429,
+                "unexpected reply {status}: {reply}"
+            );
             status
         })
         .collect();
@@ -311,13 +340,20 @@ fn optional_request_limits_apply() {
     assert!(throttled >= 1, "statuses {statuses:?}");
 
     let prefix = "$aws/things/slow/shadow/name";
-    let filters: Vec<String> =
-        (0..10).map(|index| format!("{prefix}/s{index}/update/accepted")).collect();
+    let filters: Vec<String> = (0..10)
+        .map(|index| format!("{prefix}/s{index}/update/accepted"))
+        .collect();
     let device = Device::connect("slow-device", service.mqtt_port, &filters);
     for index in 0..10 {
-        device.publish(&format!("{prefix}/s{index}/update"), r#"{"state":{"reported":{"on":true}}}"#);
+        device.publish(
+            &format!("{prefix}/s{index}/update"),
+            r#"{"state":{"reported":{"on":true}}}"#,
+        );
         let accepted = device.expect_on(&format!("{prefix}/s{index}/update/accepted"));
-        assert_eq!(accepted["version"], 1, "request {index} passed the in-flight limit");
+        assert_eq!(
+            accepted["version"], 1,
+            "request {index} passed the in-flight limit"
+        );
     }
 
     let (status, _) = service.stop();

@@ -133,7 +133,13 @@ fn replay_over_mqtt(dataset: Dataset, folder: &str) {
     let data = tempfile::tempdir().expect("temp dir");
     let service = Service::start_embedded(data.path(), 2);
     let output = Command::new(env!("CARGO_BIN_EXE_shadowflow"))
-        .args(["replay", "--dataset", &dataset.to_string(), "--mqtt", &service.mqtt])
+        .args([
+            "replay",
+            "--dataset",
+            &dataset.to_string(),
+            "--mqtt",
+            &service.mqtt,
+        ])
         .arg(&path)
         .output()
         .expect("run shadowflow replay");
@@ -143,13 +149,19 @@ fn replay_over_mqtt(dataset: Dataset, folder: &str) {
         "replay failed: {}\n{summary}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(summary.contains(&format!("updates published  {total} ")), "summary: {summary}");
+    assert!(
+        summary.contains(&format!("updates published  {total} ")),
+        "summary: {summary}"
+    );
 
     assert_final_shadows(&Http::new(&service.http), &expected);
 
     let data_dir = service.data_dir.clone();
     let (status, stderr) = service.stop();
-    assert!(status.success(), "shadowflow exited with {status}; stderr:\n{stderr}");
+    assert!(
+        status.success(),
+        "shadowflow exited with {status}; stderr:\n{stderr}"
+    );
     assert_history(&data_dir.join("history"), total, "mqtt");
 }
 

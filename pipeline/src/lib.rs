@@ -12,9 +12,11 @@
 //! - [`dataflow`]: the request source, the single-writer shadow operator, the deltas collection
 //!   and the outputs it feeds.
 //! - [`history`]: the record of one accepted change, as the archive stores it.
+//! - [`faults`]: fault injection for tests, compiled in only with the `failpoints` feature.
 #![warn(missing_docs)]
 
 pub mod dataflow;
+pub mod faults;
 pub mod history;
 pub mod protocol;
 pub mod shadow;

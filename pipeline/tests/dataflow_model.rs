@@ -473,7 +473,11 @@ fn burst_in_one_epoch_publishes_every_delta() {
 fn dataflow_stops_when_senders_drop() {
     for round in 0..300 {
         let collected = Arc::new(Collected::default());
-        let config = DataflowConfig { workers: 2, limits: Limits::default(), request_queue: 8 };
+        let config = DataflowConfig {
+            workers: 2,
+            limits: Limits::default(),
+            request_queue: 8,
+        };
         let (sender, handle) =
             dataflow::spawn(config, Arc::clone(&collected) as Arc<dyn ShadowOutputs>)
                 .expect("start dataflow");
@@ -483,7 +487,9 @@ fn dataflow_stops_when_senders_drop() {
                 std::thread::spawn(move || {
                     for index in 0..(round % 7) {
                         let step = Step::Get { thing: thread };
-                        sender.blocking_send(request(&step, 0, index)).expect("send");
+                        sender
+                            .blocking_send(request(&step, 0, index))
+                            .expect("send");
                     }
                 })
             })
@@ -498,6 +504,8 @@ fn dataflow_stops_when_senders_drop() {
             let _ = done_sender.send(());
         });
         done.recv_timeout(std::time::Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("dataflow still running 10 s after its senders dropped (round {round})"));
+            .unwrap_or_else(|_| {
+                panic!("dataflow still running 10 s after its senders dropped (round {round})")
+            });
     }
 }

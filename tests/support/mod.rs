@@ -46,6 +46,10 @@ pub struct Service {
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
+/// Faults every service under test injects: applying an update whose clientToken is
+/// `fault-injected-panic` panics, which the service must answer with 500.
+const INJECTED_FAULTS: &str = "shadow-update=return(fault-injected-panic)";
+
 impl Service {
     /// Starts the service with its embedded broker on a free port.
     pub fn start_embedded(data_dir: &Path, workers: usize) -> Service {
@@ -92,6 +96,7 @@ impl Service {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info,rumqttc=warn")
+            .env("FAILPOINTS", INJECTED_FAULTS)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

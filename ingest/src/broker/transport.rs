@@ -24,10 +24,17 @@ const MQTT_311_LEVEL: u8 = 4;
 /// `MQIsdp` for 3.1) and the level byte.
 fn connect_protocol_level(buffer: &[u8]) -> Option<u8> {
     // The remaining length takes one to four bytes, each with a continuation bit.
-    let length_bytes = buffer.iter().skip(1).take(4).position(|byte| byte & 0x80 == 0)? + 1;
+    let length_bytes = buffer
+        .iter()
+        .skip(1)
+        .take(4)
+        .position(|byte| byte & 0x80 == 0)?
+        + 1;
     let name_start = 1 + length_bytes;
     let name_length = u16::from_be_bytes([*buffer.get(name_start)?, *buffer.get(name_start + 1)?]);
-    buffer.get(name_start + 2 + usize::from(name_length)).copied()
+    buffer
+        .get(name_start + 2 + usize::from(name_length))
+        .copied()
 }
 
 /// The socket halves and their buffers.
@@ -87,9 +94,9 @@ impl Transport {
                 if let Some(level) = connect_protocol_level(&self.read_buffer)
                     && level != MQTT_311_LEVEL
                 {
-                    return Err(ProtocolError::Malformed(mqttbytes::Error::InvalidProtocolLevel(
-                        level,
-                    )));
+                    return Err(ProtocolError::Malformed(
+                        mqttbytes::Error::InvalidProtocolLevel(level),
+                    ));
                 }
                 if let Some(Packet::Connect(connect)) = self.decode()? {
                     return Ok(Some(connect));

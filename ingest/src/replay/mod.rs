@@ -84,7 +84,7 @@ pub use dataset::{
 };
 pub use error::{ConfigError, ReplayError};
 pub use reader::{DatasetReader, ReplayRow, expand_paths};
-pub use source::{replay_into_dataflow, SourceTotals};
+pub use source::{SourceTotals, replay_into_dataflow};
 pub use summary::ReplaySummary;
 
 use acks::AckTracker;

@@ -10,8 +10,10 @@
 //! - A deleted shadow leaves a tombstone with its last version, so a re-created shadow continues
 //!   the numbering. Tombstones are kept for the life of the process.
 
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -21,6 +23,7 @@ use super::request::{
 };
 use super::version::ShadowVersion;
 use super::{Time, epoch_start};
+use crate::faults;
 use crate::history::Origin;
 use crate::shadow::{
     Limits, ShadowError, ShadowKey, accepted_document, apply_update, decode_client_token,
@@ -208,40 +211,41 @@ impl ShadowState {
     }
 
     fn update(&mut self, request: Request, epoch: u64) -> (Outcome, Option<(Time, Change)>) {
-        let decoded = match decode_update(&request.payload, &self.limits) {
-            Ok(decoded) => decoded,
-            Err(rejected) => {
+        let entry = self.entries.get(&request.key);
+        let current = entry.and_then(|entry| entry.live.as_deref());
+        let deleted_version = entry.map_or(0, |entry| entry.deleted_version);
+        // The computation only reads the state, so a panic in it leaves every shadow as it was.
+        let computed = panic::catch_unwind(AssertUnwindSafe(|| {
+            compute_update(&request, current, deleted_version, &self.limits)
+        }));
+        let computed = match computed {
+            Ok(Ok(computed)) => computed,
+            Ok(Err((error, client_token))) => {
+                return (rejected_outcome(request, error, client_token), None);
+            }
+            Err(panic) => {
+                tracing::error!(
+                    thing = %request.key.thing_name,
+                    shadow = request.key.shadow_name.as_deref().unwrap_or(""),
+                    panic = panic_message(panic.as_ref()),
+                    "applying an update failed, so it was rejected with 500 and changed nothing; please report this as a bug"
+                );
+                let client_token =
+                    panic::catch_unwind(|| decode_client_token(&request.payload, &self.limits))
+                        .ok()
+                        .and_then(|token| token.ok().flatten());
                 return (
-                    rejected_outcome(request, rejected.error, rejected.client_token),
+                    rejected_outcome(request, ShadowError::internal(), client_token),
                     None,
                 );
             }
         };
-        let entry = self.entries.entry(request.key.clone()).or_default();
-        let current = entry.live.as_ref().map(|live| &live.shadow);
-        let now_s = request.received_at_ms.div_euclid(1000);
-        let shadow = match apply_update(
+        let ComputedUpdate {
             current,
-            entry.deleted_version,
-            &decoded,
-            now_s,
-            &self.limits,
-        ) {
-            Ok(shadow) => shadow,
-            Err(error) => {
-                let token = decoded.client_token().map(str::to_owned);
-                if entry.live.is_none() && entry.deleted_version == 0 {
-                    self.entries.remove(&request.key);
-                }
-                return (rejected_outcome(request, error, token), None);
-            }
-        };
-        let version = shadow.version();
-        let current = ShadowVersion::new(
-            shadow,
-            request.received_at_ms,
-            decoded.client_token().map(str::to_owned),
-        );
+            accepted,
+            request_state,
+        } = computed;
+        let entry = self.entries.entry(request.key.clone()).or_default();
         let previous = entry.live.replace(Arc::clone(&current));
         if previous.is_none()
             && let Some(shadow) = &request.key.shadow_name
@@ -262,8 +266,8 @@ impl ShadowState {
             key: request.key,
             previous,
             current,
-            accepted: accepted_document(&decoded, version, now_s),
-            request_state: decoded.state_json(),
+            accepted,
+            request_state,
             origin: request.origin,
             reply_to: request.reply_to,
         };
@@ -398,6 +402,55 @@ impl ShadowState {
             reply_to: request.reply_to,
         }
     }
+}
+
+/// Results of an accepted update, computed before the state changes.
+struct ComputedUpdate {
+    current: Arc<ShadowVersion>,
+    accepted: Value,
+    request_state: String,
+}
+
+/// Decodes `request` and applies it to `current`, without changing any state.
+///
+/// Returns the error and the request's clientToken when the update is rejected.
+fn compute_update(
+    request: &Request,
+    current: Option<&ShadowVersion>,
+    deleted_version: u64,
+    limits: &Limits,
+) -> Result<ComputedUpdate, (ShadowError, Option<String>)> {
+    let decoded = decode_update(&request.payload, limits)
+        .map_err(|rejected| (rejected.error, rejected.client_token))?;
+    faults::shadow_update(decoded.client_token());
+    let now_s = request.received_at_ms.div_euclid(1000);
+    let shadow = apply_update(
+        current.map(|live| &live.shadow),
+        deleted_version,
+        &decoded,
+        now_s,
+        limits,
+    )
+    .map_err(|error| (error, decoded.client_token().map(str::to_owned)))?;
+    let version = shadow.version();
+    Ok(ComputedUpdate {
+        current: ShadowVersion::new(
+            shadow,
+            request.received_at_ms,
+            decoded.client_token().map(str::to_owned),
+        ),
+        accepted: accepted_document(&decoded, version, now_s),
+        request_state: decoded.state_json(),
+    })
+}
+
+/// Returns the message of a caught panic, or a placeholder when it carries none.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn rejected_outcome(request: Request, error: ShadowError, client_token: Option<String>) -> Outcome {

@@ -65,7 +65,10 @@ impl MessagePublisher {
     /// Returns the number of messages queued but not yet passed to a connection.
     pub fn queued(&self) -> u64 {
         let stats = &self.stats;
-        stats.queued.load(Ordering::Relaxed).saturating_sub(stats.sent.load(Ordering::Relaxed))
+        stats
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(stats.sent.load(Ordering::Relaxed))
     }
 }
 
@@ -118,11 +121,19 @@ pub fn spawn_publisher(
             Arc::clone(&acknowledged),
             Arc::clone(&stats),
         ));
-        let counters = Counters { acknowledged, stats: Arc::clone(&stats) };
-        forwards.push(tokio::spawn(forward(client, receiver, connection, counters)));
+        let counters = Counters {
+            acknowledged,
+            stats: Arc::clone(&stats),
+        };
+        forwards.push(tokio::spawn(forward(
+            client, receiver, connection, counters,
+        )));
         senders.push(sender);
     }
-    let publisher = MessagePublisher { senders: senders.into(), stats: Arc::clone(&stats) };
+    let publisher = MessagePublisher {
+        senders: senders.into(),
+        stats: Arc::clone(&stats),
+    };
     (publisher, PublisherHandle { forwards, stats })
 }
 
@@ -141,7 +152,9 @@ async fn forward(
     let mut sent = 0u64;
     while let Some(message) = receiver.recv().await {
         let topic = message.topic;
-        let result = client.publish(topic.clone(), QoS::AtLeastOnce, false, message.payload).await;
+        let result = client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, message.payload)
+            .await;
         if let Err(error) = result {
             tracing::error!(topic = %topic, error = %error, "MQTT publisher connection closed; message lost");
             continue;
@@ -155,7 +168,10 @@ async fn forward(
     while counters.acknowledged.load(Ordering::Relaxed) < sent {
         if started.elapsed() > DRAIN_TIMEOUT {
             let missing = sent - counters.acknowledged.load(Ordering::Relaxed);
-            tracing::warn!(missing, "stopping an MQTT publisher connection with unacknowledged messages");
+            tracing::warn!(
+                missing,
+                "stopping an MQTT publisher connection with unacknowledged messages"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
