@@ -183,6 +183,75 @@ fn oversized_payload_rejected_on_mosquitto() {
     stop_cleanly(service);
 }
 
+/// Requests on topics with an empty thing or shadow name get no response and touch no shadow,
+/// on the embedded broker.
+#[test]
+fn empty_topic_names_are_ignored_on_embedded_broker() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = Service::start_embedded(data.path(), 2);
+    check_empty_topic_names(service.mqtt_port);
+    stop_cleanly(service);
+}
+
+/// Requests on topics with an empty thing or shadow name get no response and touch no shadow,
+/// on mosquitto.
+#[test]
+fn empty_topic_names_are_ignored_on_mosquitto() {
+    let mosquitto = Mosquitto::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = Service::start_with_broker(&mosquitto.url(), data.path(), 2);
+    check_empty_topic_names(mosquitto.port);
+    stop_cleanly(service);
+}
+
+/// Publishes requests whose thing or shadow name segment is empty, then a get of a missing
+/// shadow as a marker. Checks that the marker's 404 is the only response, which also shows that
+/// the requests naming the marker's thing did not create its shadow.
+///
+/// MQTT forbids wildcards in the topic of a PUBLISH, so brokers never deliver such a request;
+/// the topic parser's unit tests cover those names.
+fn check_empty_topic_names(mqtt_port: u16) {
+    let thing = "conformance-empty-segments";
+    let device = Device::connect(
+        "conformance-empty-segments",
+        mqtt_port,
+        &["$aws/things/+/shadow/#".to_owned()],
+    );
+    let update = r#"{"state":{"reported":{"a":1}}}"#;
+    for topic in [
+        "$aws/things//shadow/update".to_owned(),
+        "$aws/things//shadow/get".to_owned(),
+        "$aws/things//shadow/delete".to_owned(),
+        format!("$aws/things/{thing}/shadow/name//update"),
+        "$aws/things//shadow/name/config/update".to_owned(),
+        format!("$aws/things/{thing}/shadow//update"),
+    ] {
+        device.publish(&topic, update);
+    }
+    let marker = format!("$aws/things/{thing}/shadow/get/rejected");
+    device.publish(&format!("$aws/things/{thing}/shadow/get"), "");
+
+    let mut received = messages_until(&device, &marker);
+    received.extend(device.drain(QUIET_WINDOW));
+    let responses: Vec<&(String, Value)> = received
+        .iter()
+        .filter(|(topic, _)| {
+            ["/accepted", "/rejected", "/delta", "/documents"]
+                .iter()
+                .any(|suffix| topic.ends_with(suffix))
+        })
+        .collect();
+    assert_eq!(
+        responses.len(),
+        1,
+        "requests on empty names got responses: {responses:?}"
+    );
+    assert_eq!(
+        responses[0].1["code"], 404,
+        "the marker get did not get 404: {responses:?}"
+    );
+}
+
 /// What the broker under test does with a payload over 128 KiB.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BrokerLimit {
