@@ -75,3 +75,17 @@ pub struct HistoryRow {
     /// Resulting `state.delta` as JSON text.
     pub delta: Option<String>,
 }
+
+/// Position of an accepted change in the write-ahead log.
+///
+/// Each start of the service is a new `generation`, and each dataflow worker writes its own log,
+/// so `(generation, worker)` names one log and `lsn` numbers its records from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogPosition {
+    /// Start of the service that wrote the record, counting from 1.
+    pub generation: u64,
+    /// Index of the dataflow worker that wrote the record.
+    pub worker: u32,
+    /// Log sequence number of the record in its `(generation, worker)` log.
+    pub lsn: u64,
+}
