@@ -18,15 +18,22 @@
 //!
 //! [archive]
 //! max_file_rows = 1000000
+//!
+//! [durability]
+//! mode = "sync"               # sync, batch or none
+//! batch_interval_ms = 10      # longest time between syncs in batch mode
+//! checkpoint_interval_s = 300
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use ingest::broker::EmbeddedBrokerConfig;
 use ingest::mqtt::{BrokerAddress, MqttClientConfig};
+use pipeline::durable::Durability;
 use pipeline::shadow::Limits;
 use serde::{Deserialize, Serialize};
 use sinks::parquet_archive::ArchiveConfig;
@@ -55,7 +62,7 @@ pub struct ServeArgs {
     /// Address of the HTTP API; port 0 picks a free port [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
-    /// Directory for the history archive (DATA_DIR/history) [default: ./data].
+    /// Directory for the write-ahead log, checkpoints and history archive [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Feed this data set (files or folders) straight into the dataflow at start-up, without
@@ -65,6 +72,68 @@ pub struct ServeArgs {
     /// Data set of --replay: beijing, chicago or occupancy.
     #[arg(long, value_name = "NAME")]
     pub replay_dataset: Option<ingest::replay::Dataset>,
+    /// When an update is acknowledged: sync (after fdatasync of the write-ahead log), batch
+    /// (after the write; synced every --durability-batch-ms) or none (memory only) [default: sync].
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<DurabilityMode>,
+    /// Longest time between two syncs of the write-ahead log in batch mode [default: 10].
+    #[arg(long, value_name = "MS")]
+    pub durability_batch_ms: Option<u64>,
+    /// Seconds between two checkpoints; 0 takes them only at shutdown [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub checkpoint_interval_secs: Option<u64>,
+}
+
+/// Name of a durability mode, as the flag and the config file write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Acknowledge after fdatasync of the write-ahead log.
+    Sync,
+    /// Acknowledge after the write; sync at least every `batch_interval_ms`.
+    Batch,
+    /// No log: shadows live in memory only.
+    None,
+}
+
+/// `[durability]`: the write-ahead log and checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilitySection {
+    /// When an update is acknowledged.
+    pub mode: DurabilityMode,
+    /// Longest time between two syncs in batch mode, in milliseconds.
+    pub batch_interval_ms: u64,
+    /// Seconds between two checkpoints; 0 takes them only at shutdown.
+    pub checkpoint_interval_s: u64,
+}
+
+impl Default for DurabilitySection {
+    fn default() -> Self {
+        DurabilitySection {
+            mode: DurabilityMode::Sync,
+            batch_interval_ms: 10,
+            checkpoint_interval_s: 300,
+        }
+    }
+}
+
+impl DurabilitySection {
+    /// Returns the mode with its interval.
+    pub fn durability(&self) -> Durability {
+        match self.mode {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Batch => Durability::Batch {
+                interval: Duration::from_millis(self.batch_interval_ms.max(1)),
+            },
+            DurabilityMode::None => Durability::None,
+        }
+    }
+
+    /// Returns the time between checkpoints, `None` for checkpoints at shutdown only.
+    pub fn checkpoint_interval(&self) -> Option<Duration> {
+        (self.checkpoint_interval_s > 0).then(|| Duration::from_secs(self.checkpoint_interval_s))
+    }
 }
 
 /// Everything `serve` needs, after merging the file and the flags.
@@ -85,6 +154,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Parquet history archive settings.
     pub archive: ArchiveConfig,
+    /// Write-ahead log and checkpoint settings.
+    pub durability: DurabilitySection,
 }
 
 /// `[mqtt]`: which broker the service uses, and its client connections.
@@ -117,6 +188,7 @@ impl Default for ServeConfig {
             http: HttpSection::default(),
             limits: Limits::default(),
             archive: ArchiveConfig::default(),
+            durability: DurabilitySection::default(),
         }
     }
 }
@@ -156,6 +228,15 @@ impl ServeConfig {
         }
         if let Some(data_dir) = &args.data_dir {
             config.data_dir = data_dir.clone();
+        }
+        if let Some(mode) = args.durability {
+            config.durability.mode = mode;
+        }
+        if let Some(interval) = args.durability_batch_ms {
+            config.durability.batch_interval_ms = interval;
+        }
+        if let Some(interval) = args.checkpoint_interval_secs {
+            config.durability.checkpoint_interval_s = interval;
         }
         anyhow::ensure!(
             config.workers >= 1,

@@ -16,10 +16,13 @@ use ingest::http::{HttpReplies, HttpRequests};
 use ingest::mqtt::{BrokerAddress, run_source};
 use ingest::replay::{Dataset, replay_into_dataflow};
 use pipeline::dataflow::{
-    self, DataflowConfig, DataflowHandle, HttpReply, InFlight, MqttMessage, RequestSender,
-    ShadowOutputs,
+    self, DataflowConfig, DataflowHandle, DurableSetup, HttpReply, InFlight, MqttMessage,
+    RequestSender, ShadowOutputs,
 };
-use pipeline::history::HistoryRow;
+use pipeline::durable::{
+    ArchiveBarrier, Checkpoints, Durability, DurableDirs, RecoveryStats, recover,
+};
+use pipeline::history::{HistoryRow, LogPosition};
 use queries::ApiState;
 use sinks::mqtt::{MessagePublisher, PublisherHandle, spawn_publisher};
 use sinks::parquet_archive::{ArchiveHandle, ArchiveSender, ArchiveWriter};
@@ -48,9 +51,28 @@ impl ShadowOutputs for ServiceOutputs {
         self.http.complete(reply);
     }
 
-    fn archive(&self, row: HistoryRow) {
-        if let Err(error) = self.archive.send(row) {
+    fn archive(&self, row: HistoryRow, position: Option<LogPosition>) {
+        let sent = match position {
+            Some(position) => self.archive.send_logged(row, position),
+            None => self.archive.send(row),
+        };
+        if let Err(error) = sent {
             tracing::error!(error = %error, "history row not archived");
+        }
+    }
+
+    fn archive_barrier(&self) -> ArchiveBarrier {
+        match self.archive.barrier() {
+            Ok(barrier) => Box::new(move || {
+                barrier
+                    .wait()
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
+            }),
+            Err(error) => {
+                let error = error.to_string();
+                Box::new(move || Err(error))
+            }
         }
     }
 
@@ -90,6 +112,7 @@ struct Running {
     dataflow: DataflowHandle,
     publisher: PublisherHandle,
     archive: ArchiveHandle,
+    checkpoints: Option<Checkpoints>,
     embedded_broker: Option<EmbeddedBroker>,
 }
 
@@ -104,13 +127,21 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     let archive = ArchiveWriter::spawn(history_dir.clone(), config.archive.clone())
         .with_context(|| format!("starting the history archive in {}", history_dir.display()))?;
 
+    let durable = start_durability(&config, &archive).await?;
+    let (checkpoints, durable_setup) = match durable {
+        Some((checkpoints, setup)) => (Some(checkpoints), Some(setup)),
+        None => (None, None),
+    };
+
     let (publisher, publisher_handle) = spawn_publisher(&broker, &config.mqtt.client);
-    let (requests, dataflow, http, in_flight) = start_dataflow(&config, publisher, &archive)?;
+    let (requests, dataflow, http, in_flight) =
+        start_dataflow(&config, publisher, &archive, durable_setup)?;
     let running = Running {
         requests,
         dataflow,
         publisher: publisher_handle,
         archive,
+        checkpoints,
         embedded_broker,
     };
 
@@ -188,15 +219,91 @@ type StartedDataflow = (
     Option<Arc<InFlight>>,
 );
 
+/// Recovers the shadows from the data folder, re-archives the changes the archive lacks, and
+/// starts the checkpoint coordinator. Returns `None` when changes are not logged.
+async fn start_durability(
+    config: &ServeConfig,
+    archive: &ArchiveHandle,
+) -> anyhow::Result<Option<(Checkpoints, Arc<DurableSetup>)>> {
+    let mode = config.durability.durability();
+    if mode == Durability::None {
+        tracing::warn!("durability none: shadows live in memory only and a restart starts empty");
+        return Ok(None);
+    }
+    let dirs = DurableDirs::under(&config.data_dir);
+    dirs.create()?;
+    let watermark = archive.watermark();
+    let workers = config.workers;
+    let recover_dirs = dirs.clone();
+    tracing::info!(wal = %dirs.wal.display(), checkpoints = %dirs.checkpoints.display(),
+        "recovering shadows");
+    let recovered = tokio::task::spawn_blocking(move || {
+        recover(&recover_dirs, workers, &|position| {
+            watermark.covers(position)
+        })
+    })
+    .await
+    .context("waiting for recovery")?
+    .context("recovering the shadows")?;
+    log_recovery(
+        &recovered.stats,
+        recovered.unarchived.len(),
+        recovered.generation,
+    );
+
+    let sender = archive.sender();
+    for (row, position) in recovered.unarchived {
+        sender
+            .send_logged(row, position)
+            .context("re-archiving recovered changes")?;
+    }
+    let checkpoints = Checkpoints::start(
+        dirs.clone(),
+        recovered.generation,
+        workers,
+        recovered.next_checkpoint_id,
+        config.durability.checkpoint_interval(),
+    )
+    .context("starting the checkpoint thread")?;
+    let setup = Arc::new(DurableSetup {
+        mode,
+        wal_dir: dirs.wal,
+        generation: recovered.generation,
+        checkpoints: checkpoints.requests(),
+        recovered: std::sync::Mutex::new(recovered.shards),
+    });
+    Ok(Some((checkpoints, setup)))
+}
+
+/// Logs what recovery read.
+fn log_recovery(stats: &RecoveryStats, unarchived: usize, generation: u64) {
+    let source = stats.checkpoint.map_or_else(
+        || "no checkpoint".to_owned(),
+        |id| format!("checkpoint {id}"),
+    );
+    tracing::info!(
+        checkpoint_entries = stats.checkpoint_entries,
+        torn_tails = stats.torn_tails,
+        re_archived = unarchived,
+        generation,
+        "recovered {} shadows from {source} and {} log records in {} ms",
+        stats.shadows,
+        stats.log_records,
+        stats.duration.as_millis()
+    );
+}
+
 /// Starts the dataflow with its outputs.
 fn start_dataflow(
     config: &ServeConfig,
     publisher: MessagePublisher,
     archive: &ArchiveHandle,
+    durable: Option<Arc<DurableSetup>>,
 ) -> anyhow::Result<StartedDataflow> {
     let dataflow_config = DataflowConfig {
         workers: config.workers,
         limits: config.limits.clone(),
+        durable,
         ..DataflowConfig::default()
     };
     // The HTTP request side needs the request sender and the outputs need the reply side, so
@@ -275,12 +382,37 @@ async fn stop(running: Running, stopping: Instant) -> anyhow::Result<()> {
         dataflow,
         publisher,
         archive,
+        checkpoints,
         embedded_broker,
     } = running;
+    // Requested before the input closes: each worker takes it once every request is applied.
+    let final_checkpoint = checkpoints.as_ref().map(Checkpoints::request_final);
     drop(requests);
     tokio::task::spawn_blocking(move || dataflow.join())
         .await
         .context("waiting for the dataflow workers")?;
+    if let (Some(report), Some(checkpoints)) = (final_checkpoint, checkpoints) {
+        let result = tokio::task::spawn_blocking(move || {
+            let result = report.recv();
+            checkpoints.stop();
+            result
+        })
+        .await
+        .context("waiting for the shutdown checkpoint")?;
+        match result {
+            Ok(Ok(report)) => tracing::info!(
+                checkpoint = report.id,
+                shadows = report.entries,
+                ms = report.duration.as_millis() as u64,
+                "shutdown checkpoint written"
+            ),
+            Ok(Err(error)) => tracing::error!(error = %error,
+                "shutdown checkpoint failed; the next start replays the log instead"),
+            Err(_) => {
+                tracing::error!("the checkpoint thread stopped before the shutdown checkpoint")
+            }
+        }
+    }
 
     let published = publisher.finish().await;
     let archive_stats = tokio::task::spawn_blocking(move || archive.close())

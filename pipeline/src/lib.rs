@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod dataflow;
+pub mod durable;
 pub mod faults;
 pub mod history;
 pub mod protocol;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use pipeline::dataflow::{
     self, DataflowConfig, HttpReply, MqttMessage, Operation, ReplyTo, Request, ShadowOutputs,
 };
-use pipeline::history::{HistoryRow, Origin};
+use pipeline::history::{HistoryRow, LogPosition, Origin};
 use pipeline::shadow::{Limits, ShadowKey};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -27,7 +27,7 @@ impl ShadowOutputs for Collected {
         self.messages.lock().expect("lock").push(message);
     }
     fn reply_http(&self, _reply: HttpReply) {}
-    fn archive(&self, row: HistoryRow) {
+    fn archive(&self, row: HistoryRow, _position: Option<LogPosition>) {
         self.rows.lock().expect("lock").push(row);
     }
 }
@@ -303,6 +303,7 @@ fn run_dataflow(
         workers,
         limits: Limits::default(),
         request_queue: 64,
+        durable: None,
     };
     let (sender, handle) =
         dataflow::spawn(config, Arc::clone(&collected) as Arc<dyn ShadowOutputs>)
@@ -477,6 +478,7 @@ fn dataflow_stops_when_senders_drop() {
             workers: 2,
             limits: Limits::default(),
             request_queue: 8,
+            durable: None,
         };
         let (sender, handle) =
             dataflow::spawn(config, Arc::clone(&collected) as Arc<dyn ShadowOutputs>)

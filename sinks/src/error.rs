@@ -40,6 +40,10 @@ pub enum ArchiveError {
     #[error("invalid archive configuration")]
     Config(#[from] ArchiveConfigError),
 
+    /// The archive's state found at start-up is inconsistent.
+    #[error("recovering the history archive failed")]
+    Recovery(#[from] crate::parquet_archive::RecoveryError),
+
     /// A file-system call on an archive file or folder failed.
     #[error("{action} failed for {path}, check free disk space and write permission there")]
     Io {

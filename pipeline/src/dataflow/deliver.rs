@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::request::{Operation, ReplyTo};
 use super::state::{Outcome, Updated};
 use super::version::{PendingDelta, ShadowVersion};
-use crate::history::{ChangeKind, HistoryRow};
+use crate::durable::ArchiveBarrier;
+use crate::history::{ChangeKind, HistoryRow, LogPosition, Origin};
 use crate::protocol::{ResponseKind, ShadowTopic};
 use crate::shadow::{
     ShadowKey, delete_document, delta_document, documents_document, error_document, get_document,
@@ -47,8 +48,15 @@ pub trait ShadowOutputs: Send + Sync + 'static {
     fn publish(&self, message: MqttMessage);
     /// Completes a waiting HTTP request.
     fn reply_http(&self, reply: HttpReply);
-    /// Archives an accepted change.
-    fn archive(&self, row: HistoryRow);
+    /// Archives an accepted change, at its position in the write-ahead log if it is logged.
+    /// Called once the change is durable.
+    fn archive(&self, row: HistoryRow, position: Option<LogPosition>);
+
+    /// Places a barrier behind the history rows archived so far, and returns the wait for it.
+    /// The default has no archive to wait for.
+    fn archive_barrier(&self) -> ArchiveBarrier {
+        Box::new(|| Ok(()))
+    }
 
     /// Returns whether [`ShadowOutputs::finished`] must be called; false by default.
     fn tracks_in_flight(&self) -> bool {
@@ -95,24 +103,11 @@ fn deliver(outcome: Outcome, outputs: &dyn ShadowOutputs) {
             version,
             client_token,
             at_ms,
-            origin,
             reply_to,
+            ..
         } => {
             let document = delete_document(version, seconds(at_ms), client_token.as_deref());
             respond(outputs, &key, Operation::Delete, reply_to, 200, &document);
-            outputs.archive(HistoryRow {
-                thing_name: key.thing_name,
-                shadow_name: key.shadow_name,
-                change: ChangeKind::Delete,
-                version,
-                accepted_at_ms: at_ms,
-                origin,
-                client_token,
-                request_state: None,
-                desired: None,
-                reported: None,
-                delta: None,
-            });
         }
         Outcome::Listed {
             key,
@@ -159,9 +154,8 @@ fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
         previous,
         current,
         accepted,
-        request_state,
-        origin,
         reply_to,
+        ..
     } = updated;
     let at_s = current.updated_at_s();
     respond(outputs, &key, Operation::Update, reply_to, 200, &accepted);
@@ -176,8 +170,6 @@ fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
         topic: ShadowTopic::response(&key, Operation::Update, ResponseKind::Documents),
         payload: encode(&documents),
     });
-
-    outputs.archive(history_row(key, &current, request_state, origin));
 }
 
 /// Publishes the `/update/delta` message of a newly inserted delta.
@@ -196,11 +188,12 @@ pub fn deliver_delta(key: &ShadowKey, pending: &PendingDelta, outputs: &dyn Shad
     });
 }
 
-fn history_row(
+/// Returns the history row of an accepted update.
+pub(crate) fn history_row(
     key: ShadowKey,
     current: &ShadowVersion,
     request_state: String,
-    origin: crate::history::Origin,
+    origin: Origin,
 ) -> HistoryRow {
     HistoryRow {
         thing_name: key.thing_name,
@@ -214,6 +207,29 @@ fn history_row(
         desired: current.shadow.desired_json(),
         reported: current.shadow.reported_json(),
         delta: current.delta().map(|delta| delta.state_json()),
+    }
+}
+
+/// Returns the history row of an accepted delete.
+pub(crate) fn delete_row(
+    key: ShadowKey,
+    version: u64,
+    at_ms: i64,
+    origin: Origin,
+    client_token: Option<String>,
+) -> HistoryRow {
+    HistoryRow {
+        thing_name: key.thing_name,
+        shadow_name: key.shadow_name,
+        change: ChangeKind::Delete,
+        version,
+        accepted_at_ms: at_ms,
+        origin,
+        client_token,
+        request_state: None,
+        desired: None,
+        reported: None,
+        delta: None,
     }
 }
 

@@ -31,6 +31,7 @@ mod source;
 mod state;
 mod version;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use timely::WorkerConfig;
@@ -39,10 +40,11 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
+pub(crate) use deliver::history_row;
 pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
 pub use deltas::PendingDeltas;
 pub use in_flight::InFlight;
-pub use operator::MaintainShadows;
+pub use operator::{MaintainShadows, WorkerSetup};
 pub use request::{
     DEFAULT_LIST_PAGE_SIZE, ListRequest, MAX_LIST_PAGE_SIZE, Operation, ReplyTo, Request,
 };
@@ -50,10 +52,11 @@ pub use source::{
     DataflowClosed, MAX_REQUESTS_PER_ACTIVATION, RequestReceiver, RequestSender, request_channel,
     request_source,
 };
-pub use state::{Change, Outcome, ShadowState, Updated};
+pub use state::{Change, KeyState, Outcome, ShadowState, Updated};
 pub use version::{PendingDelta, ShadowRecord, ShadowVersion};
 
-use crate::shadow::Limits;
+use crate::durable::{CheckpointRequests, Durability, WorkerLog};
+use crate::shadow::{Limits, ShadowKey};
 
 /// Dataflow time: `epoch << SEQUENCE_BITS | sequence within the epoch`.
 pub type Time = u64;
@@ -75,6 +78,13 @@ pub fn epoch_of(time: Time) -> u64 {
     time >> SEQUENCE_BITS
 }
 
+/// Epoch of the shadows recovered at start-up. They enter the shadows collection at its
+/// first time, before any request, and publish no delta.
+pub const RECOVERY_EPOCH: u64 = 0;
+
+/// Epoch of the first batch of requests.
+pub const FIRST_REQUEST_EPOCH: u64 = RECOVERY_EPOCH + 1;
+
 /// Default capacity of the request channel, in requests.
 pub const DEFAULT_REQUEST_QUEUE: usize = 65_536;
 
@@ -87,6 +97,8 @@ pub struct DataflowConfig {
     pub limits: Limits,
     /// Capacity of the request channel, in requests.
     pub request_queue: usize,
+    /// The write-ahead log and recovered shadows; `None` keeps shadows in memory only.
+    pub durable: Option<Arc<DurableSetup>>,
 }
 
 impl Default for DataflowConfig {
@@ -95,7 +107,47 @@ impl Default for DataflowConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             limits: Limits::default(),
             request_queue: DEFAULT_REQUEST_QUEUE,
+            durable: None,
         }
+    }
+}
+
+/// What the workers need to log their changes, prepared by recovery.
+pub struct DurableSetup {
+    /// When a change counts as durable.
+    pub mode: Durability,
+    /// Folder of the log segments.
+    pub wal_dir: PathBuf,
+    /// Generation of this start.
+    pub generation: u64,
+    /// Checkpoint requests from the coordinator.
+    pub checkpoints: Arc<CheckpointRequests>,
+    /// Recovered shadows per worker; each worker takes its own part at start.
+    pub recovered: Mutex<Vec<Vec<(ShadowKey, KeyState)>>>,
+}
+
+impl std::fmt::Debug for DurableSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableSetup")
+            .field("mode", &self.mode)
+            .field("wal_dir", &self.wal_dir)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableSetup {
+    /// Returns the setup of `worker`: its log, and the recovered shadows it owns.
+    fn worker(&self, worker: usize) -> (WorkerLog, Vec<(ShadowKey, KeyState)>) {
+        let index = u32::try_from(worker).unwrap_or(u32::MAX);
+        let log = WorkerLog::new(self.mode, self.wal_dir.clone(), self.generation, index);
+        let recovered = self
+            .recovered
+            .lock()
+            .ok()
+            .and_then(|mut shards| shards.get_mut(worker).map(std::mem::take))
+            .unwrap_or_default();
+        (log, recovered)
     }
 }
 
@@ -153,6 +205,7 @@ pub fn spawn_with_receiver(
         worker: WorkerConfig::default(),
     };
     let limits = config.limits;
+    let durable = config.durable;
     let guards = timely::execute(timely_config, move |worker| {
         // Only worker 0 reads the channel; the lock is taken once, at start-up.
         let receiver = if worker.index() == 0 {
@@ -160,10 +213,25 @@ pub fn spawn_with_receiver(
         } else {
             None
         };
+        let (log, recovered) = match &durable {
+            Some(durable) => {
+                let (log, recovered) = durable.worker(worker.index());
+                (Some(log), recovered)
+            }
+            None => (None, Vec::new()),
+        };
+        let setup = WorkerSetup {
+            limits: limits.clone(),
+            log,
+            checkpoints: durable
+                .as_ref()
+                .map(|durable| Arc::clone(&durable.checkpoints)),
+            recovered,
+            outputs: Arc::clone(&outputs),
+        };
         let outputs = Arc::clone(&outputs);
-        let limits = limits.clone();
         worker.dataflow::<Time, _, _>(move |scope| {
-            build(scope, receiver, limits, outputs);
+            build(scope, receiver, setup, outputs);
         });
     })
     .map_err(|message| StartError { workers, message })?;
@@ -174,12 +242,12 @@ pub fn spawn_with_receiver(
 pub fn build(
     scope: timely::dataflow::Scope<'_, Time>,
     receiver: Option<RequestReceiver>,
-    limits: Limits,
+    setup: WorkerSetup,
     outputs: Arc<dyn ShadowOutputs>,
 ) {
     let progress = ProbeHandle::new();
     let requests = request_source(scope, receiver, progress.clone());
-    let (outcomes, shadows) = requests.maintain_shadows(limits);
+    let (outcomes, shadows) = requests.maintain_shadows(setup);
     let outcomes = outcomes.probe_with(&progress);
     let shadows = shadows.probe_with(&progress);
 
@@ -197,8 +265,9 @@ pub fn build(
         .inner
         .sink(Pipeline, "Delta: Publish", move |(input, _frontier)| {
             input.for_each(|_capability, changes| {
-                for ((key, pending), _time, diff) in changes.drain(..) {
-                    if diff > 0 {
+                for ((key, pending), time, diff) in changes.drain(..) {
+                    // Deltas of recovered shadows were published before the restart.
+                    if diff > 0 && epoch_of(time) >= FIRST_REQUEST_EPOCH {
                         deliver_delta(&key, &pending, outputs.as_ref());
                     }
                 }

@@ -23,7 +23,7 @@ use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc;
 
 use super::request::Request;
-use super::{Time, epoch_start};
+use super::{FIRST_REQUEST_EPOCH, Time, epoch_start};
 
 /// Most requests the source emits per activation, so one burst cannot starve other operators.
 pub const MAX_REQUESTS_PER_ACTIVATION: usize = 4096;
@@ -155,8 +155,12 @@ pub fn request_source<'scope>(
             let _ = receiver.wakeup.activator.set(activator);
         }
         let mut capability = receiver.is_some().then_some(capability);
+        // Epoch 0 holds the shadows recovered at start-up; requests start after it.
+        let mut epoch = FIRST_REQUEST_EPOCH;
+        if let Some(held) = capability.as_mut() {
+            held.downgrade(&epoch_start(epoch));
+        }
         let mut receiver = receiver;
-        let mut epoch = 0;
         move |output| {
             tracing::trace!(epoch, "request source activated");
             let (Some(receiver_ref), Some(held)) = (receiver.as_mut(), capability.as_mut()) else {

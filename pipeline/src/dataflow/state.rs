@@ -343,6 +343,79 @@ impl ShadowState {
     }
 }
 
+/// What a shadow key holds: the live shadow, or the tombstone of a deleted one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyState {
+    /// The live shadow, `None` when it does not exist.
+    pub live: Option<Arc<ShadowVersion>>,
+    /// Last version of the shadow before it was deleted (0 if it never was).
+    pub deleted_version: u64,
+}
+
+impl ShadowState {
+    /// Returns what `key` holds now, for undoing a change or checkpointing.
+    pub fn key_state(&self, key: &ShadowKey) -> KeyState {
+        self.entries
+            .get(key)
+            .map(|entry| KeyState {
+                live: entry.live.clone(),
+                deleted_version: entry.deleted_version,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets what `key` holds, keeping the named-shadow index in step. Used to install recovered
+    /// shadows and to undo changes whose log write failed.
+    pub fn restore(&mut self, key: &ShadowKey, state: KeyState) {
+        if let Some(shadow) = &key.shadow_name {
+            if state.live.is_some() {
+                self.named
+                    .entry(key.thing_name.clone())
+                    .or_default()
+                    .insert(shadow.clone());
+            } else if let Some(names) = self.named.get_mut(&key.thing_name) {
+                names.remove(shadow);
+                if names.is_empty() {
+                    self.named.remove(&key.thing_name);
+                }
+            }
+        }
+        if state.live.is_none() && state.deleted_version == 0 {
+            if let Some(entry) = self.entries.get_mut(key) {
+                entry.live = None;
+                entry.deleted_version = 0;
+            }
+            return;
+        }
+        let entry = self.entries.entry(key.clone()).or_default();
+        entry.live = state.live;
+        entry.deleted_version = state.deleted_version;
+    }
+
+    /// Returns every live shadow and tombstone, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<(ShadowKey, KeyState)> {
+        self.entries
+            .iter()
+            .filter(|(_, entry)| entry.live.is_some() || entry.deleted_version > 0)
+            .map(|(key, entry)| {
+                let state = KeyState {
+                    live: entry.live.clone(),
+                    deleted_version: entry.deleted_version,
+                };
+                (key.clone(), state)
+            })
+            .collect()
+    }
+
+    /// Returns the number of live shadows.
+    pub fn live_shadows(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|entry| entry.live.is_some())
+            .count()
+    }
+}
+
 impl ShadowState {
     /// Counts `request` against its shadow's rate limit of `limit` requests per second and
     /// returns whether it may proceed. Windows follow the request's receive time, so a replay of

@@ -133,6 +133,14 @@ impl ShadowError {
         Self::new(429, "Too many requests in flight")
     }
 
+    /// 503: the change cannot be made durable now (the write-ahead log cannot be written).
+    pub fn unavailable() -> Self {
+        Self::new(
+            503,
+            "Service unavailable: the change could not be written to disk; retry later",
+        )
+    }
+
     /// 500: the service failed for a reason that is not the client's fault.
     pub fn internal() -> Self {
         Self::new(500, "Internal service failure")

@@ -82,6 +82,23 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Returns limits that accept every size and depth, for re-applying changes that were
+    /// accepted under limits which may since have been lowered.
+    pub fn unbounded() -> Self {
+        Self {
+            max_state_bytes: usize::MAX,
+            max_depth: usize::MAX,
+            max_payload_bytes: usize::MAX,
+            max_client_token_bytes: usize::MAX,
+            max_thing_name_bytes: usize::MAX,
+            max_shadow_name_bytes: usize::MAX,
+            max_requests_per_second: None,
+            max_in_flight_per_thing: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,13 @@
-//! One archive file while the writer fills it, and the steps that publish it.
+//! One archive file while the writer fills it, and the steps that seal and rename it.
 //!
-//! Publishing a file writes the footer, syncs the file, renames it from its hidden in-progress
-//! name to its `.parquet` name and syncs the partition folder. So a reader never finds a
-//! `.parquet` file without a footer, and a file with its final name survives a power loss.
+//! Sealing writes the footer and syncs the file under its hidden in-progress name. After the
+//! commit point in the state file, renaming gives it its `.parquet` name and syncing the
+//! partition folder makes the name durable. So a reader never finds a `.parquet` file without a
+//! footer, and a file with its final name survives a power loss. This module does not decide
+//! when files are committed, see `commit.rs`.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,19 +15,29 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::SchemaDescriptor;
-use pipeline::history::HistoryRow;
-use tracing::{debug, error, info};
+use pipeline::history::{HistoryRow, LogPosition};
+use tracing::debug;
 
 use super::io_retry::{RetryingFile, Shared, retry_io};
 use super::layout::FilePaths;
 use super::schema::rows_to_batch;
+use super::watermark::LogRanges;
 use crate::error::ArchiveError;
 
 /// Rows collected before they are encoded as one record batch. The Parquet writer encodes in
 /// batches of this size by default (`DEFAULT_WRITE_BATCH_SIZE`).
 pub const BATCH_ROWS: usize = 1024;
+
+/// Key of the Parquet key-value metadata entry that contains the archive watermark of the commit
+/// that included the file, as the JSON of
+/// [`ArchiveWatermark`](super::ArchiveWatermark).
+///
+/// The state file is what counts. This copy helps to inspect a file, or to rebuild a lost state
+/// file from the newest committed file.
+pub const WATERMARK_METADATA_KEY: &str = "shadowflow.log_watermark";
 
 /// Settings that every file of one writer shares.
 #[derive(Debug)]
@@ -45,14 +57,18 @@ pub(super) struct OpenFile {
     /// Rows in the file, including `pending`.
     rows: u64,
     opened_at: Instant,
+    /// Log positions of the rows that carry one.
+    log_ranges: LogRanges,
 }
 
-/// A file that could not be finished. Its in-progress file, if one was created, stays on disk.
+/// A file whose footer is written and synced, under its in-progress name until it is renamed.
 #[derive(Debug)]
-pub(super) struct FailedFile {
-    pub(super) in_progress_path: PathBuf,
+pub(super) struct SealedFile {
+    pub(super) paths: FilePaths,
     pub(super) rows: u64,
-    pub(super) error: ArchiveError,
+    pub(super) bytes: u64,
+    /// Whether the file has its final name, so that readers see it.
+    pub(super) renamed: bool,
 }
 
 impl OpenFile {
@@ -82,6 +98,7 @@ impl OpenFile {
             pending: Vec::with_capacity(BATCH_ROWS),
             rows: 0,
             opened_at: Instant::now(),
+            log_ranges: LogRanges::default(),
         })
     }
 
@@ -100,10 +117,25 @@ impl OpenFile {
         &self.paths.in_progress_path
     }
 
+    /// Log positions of the rows in the file.
+    pub(super) fn log_ranges(&self) -> &LogRanges {
+        &self.log_ranges
+    }
+
     /// Appends `row`, encoding the pending rows once there are [`BATCH_ROWS`].
-    pub(super) fn push(&mut self, row: HistoryRow) -> Result<(), ArchiveError> {
+    ///
+    /// The row counts in [`log_ranges`](Self::log_ranges) even if encoding fails, because the
+    /// caller then gives up the whole file.
+    pub(super) fn push(
+        &mut self,
+        row: HistoryRow,
+        position: Option<LogPosition>,
+    ) -> Result<(), ArchiveError> {
         self.pending.push(row);
         self.rows += 1;
+        if let Some(position) = position {
+            self.log_ranges.record(position);
+        }
         if self.pending.len() >= BATCH_ROWS {
             self.write_pending()?;
         }
@@ -125,58 +157,47 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Writes the footer, syncs the file, renames it to its final name, syncs the folder and
-    /// counts the file in `shared`. Returns the final path.
+    /// Writes the pending rows and the footer, with `watermark_json` under
+    /// [`WATERMARK_METADATA_KEY`], and syncs the file. It keeps its in-progress name.
     ///
-    /// A failed folder sync is only logged, because the file is readable by then.
-    pub(super) fn finish(mut self, shared: &Shared) -> Result<PathBuf, FailedFile> {
-        let rows = self.rows;
-        let in_progress_path = self.paths.in_progress_path.clone();
-        let fail = |error| FailedFile {
-            in_progress_path: in_progress_path.clone(),
-            rows,
-            error,
-        };
-
-        self.write_pending().map_err(fail)?;
+    /// On failure the in-progress file stays on disk unfinished.
+    pub(super) fn seal(
+        mut self,
+        watermark_json: &str,
+        shared: &Shared,
+    ) -> Result<SealedFile, ArchiveError> {
+        self.write_pending()?;
+        self.writer.append_key_value_metadata(KeyValue::new(
+            WATERMARK_METADATA_KEY.to_owned(),
+            watermark_json.to_owned(),
+        ));
         self.writer
             .finish()
-            .map_err(|source| fail(parquet_error(&self.paths, source)))?;
+            .map_err(|source| parquet_error(&self.paths, source))?;
         let bytes = self.writer.bytes_written() as u64;
         // A failed fsync is not retried, see the `io_retry` module docs.
         self.writer.inner().sync_all().map_err(|source| {
             shared.counters.record_io_error();
-            fail(io_error("syncing file", &in_progress_path, source))
+            io_error("syncing file", &self.paths.in_progress_path, source)
         })?;
 
-        publish(&self.paths, shared).map_err(fail)?;
-
-        // The file is readable now, so a failed folder sync only risks losing its new name on a
-        // power loss. Log it and keep going rather than report the rows as not archived.
-        if let Some(partition) = self.paths.final_path.parent()
-            && let Err(error) = sync_directory(partition)
-        {
-            shared.counters.record_io_error();
-            error!(
-                path = %partition.display(),
-                error = &error as &dyn std::error::Error,
-                "archive folder sync failed"
-            );
-        }
-
-        shared.counters.record_file_closed(rows, bytes);
-        info!(
-            path = %self.paths.final_path.display(),
-            rows,
+        debug!(
+            path = %self.paths.in_progress_path.display(),
+            rows = self.rows,
             bytes,
-            "closed archive file"
+            "sealed archive file"
         );
-        Ok(self.paths.final_path)
+        Ok(SealedFile {
+            paths: self.paths,
+            rows: self.rows,
+            bytes,
+            renamed: false,
+        })
     }
 }
 
-/// Renames a synced in-progress file to its final name.
-fn publish(paths: &FilePaths, shared: &Shared) -> Result<(), ArchiveError> {
+/// Renames a sealed in-progress file to its final name, without syncing the folder.
+pub(super) fn rename_to_final(paths: &FilePaths, shared: &Shared) -> Result<(), ArchiveError> {
     // `rename` replaces an existing file without warning, so check first. Only another writer
     // with the same random id could have created this name.
     if paths.final_path.exists() {

@@ -1,22 +1,42 @@
 //! The handle that owns a running archive writer, and the senders that feed it.
 
-use std::sync::mpsc::{SendError, SyncSender};
+use std::sync::mpsc::{self, SendError, SyncSender};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use pipeline::history::HistoryRow;
+use pipeline::history::{HistoryRow, LogPosition};
 
+use super::barrier::{ArchiveBarrier, ArchiveBarrierError, BarrierReply};
 use super::io_retry::Shared;
+use super::outcome::WriterOutcome;
+use super::recovery::ArchiveRecovery;
 use super::stats::{ArchiveCounters, ArchiveStats};
-use super::writer::WriterOutcome;
+use super::watermark::ArchiveWatermark;
 use crate::error::{ArchiveError, ArchiveSendError};
+
+/// A message from a sender to the writer thread.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a row, so boxing rows would add one allocation per row \
+              to spare the rare barrier some queue space"
+)]
+pub(super) enum Command {
+    /// A row to archive, with its write-ahead log position if it has one.
+    Row {
+        row: HistoryRow,
+        position: Option<LogPosition>,
+    },
+    /// Commit every open file, then reply on the channel.
+    Barrier(mpsc::Sender<BarrierReply>),
+}
 
 /// The queue end that every [`ArchiveSender`] clone and the [`ArchiveHandle`] share.
 ///
 /// `ArchiveHandle::close` takes the sender out under the write lock. Each send holds the read
 /// lock while it queues its row, so once `close` holds the write lock, every send that succeeded
 /// has its row in the queue, and the writer thread drains the queue before it stops.
-type SharedQueue = Arc<RwLock<Option<SyncSender<HistoryRow>>>>;
+type SharedQueue = Arc<RwLock<Option<SyncSender<Command>>>>;
 
 /// A cloneable sender of rows to the archive writer, usable from many threads.
 ///
@@ -29,7 +49,8 @@ pub struct ArchiveSender {
 }
 
 impl ArchiveSender {
-    /// Queues `row` for the archive, blocking while the queue is full.
+    /// Queues `row`, which has no write-ahead log position, for the archive, blocking while the
+    /// queue is full. Such rows do not change the watermark.
     ///
     /// NOTE: call this from a dataflow worker or another OS thread, or from
     /// `tokio::task::spawn_blocking`. In an async task, a full queue blocks a runtime thread.
@@ -40,6 +61,57 @@ impl ArchiveSender {
     /// or if the writer thread has panicked, and inside
     /// [`ArchiveSendError::VersionOutOfRange`] if its version is above `i64::MAX`.
     pub fn send(&self, row: HistoryRow) -> Result<(), ArchiveSendError> {
+        self.queue_row(row, None)
+    }
+
+    /// Queues `row`, logged in the write-ahead log at `position`, for the archive, blocking
+    /// while the queue is full.
+    ///
+    /// The rows of one log must be sent in lsn order. The writer drops a row whose lsn is not
+    /// above the last lsn it took from that log, or below the recovered watermark, and counts
+    /// it in [`ArchiveCounters::duplicates_dropped`]. So re-sending log records after a restart
+    /// archives each row once.
+    ///
+    /// NOTE: as [`send`](Self::send), this blocks and belongs on an OS thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_logged(
+        &self,
+        row: HistoryRow,
+        position: LogPosition,
+    ) -> Result<(), ArchiveSendError> {
+        self.queue_row(row, Some(position))
+    }
+
+    /// Queues a barrier behind every row queued so far, blocking while the queue is full.
+    ///
+    /// The writer commits all its open files when it reaches the barrier, even small ones, and
+    /// replies with the watermark. If no file is open, it replies at once. Wait for the reply
+    /// with [`ArchiveBarrier::wait`] or [`ArchiveBarrier::wait_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ArchiveBarrierError::WriterStopped`] after `ArchiveHandle::close` or if the
+    /// writer thread has panicked.
+    pub fn barrier(&self) -> Result<ArchiveBarrier, ArchiveBarrierError> {
+        let (reply_sender, reply) = mpsc::channel();
+
+        // The read lock only guards the `Option`, so a poisoned lock holds valid data.
+        let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
+        let sender = queue.as_ref().ok_or(ArchiveBarrierError::WriterStopped)?;
+        sender
+            .send(Command::Barrier(reply_sender))
+            .map_err(|_| ArchiveBarrierError::WriterStopped)?;
+        Ok(ArchiveBarrier::new(reply))
+    }
+
+    fn queue_row(
+        &self,
+        row: HistoryRow,
+        position: Option<LogPosition>,
+    ) -> Result<(), ArchiveSendError> {
         if i64::try_from(row.version).is_err() {
             return Err(ArchiveSendError::VersionOutOfRange(Box::new(row)));
         }
@@ -50,8 +122,11 @@ impl ArchiveSender {
             return Err(ArchiveSendError::WriterStopped(Box::new(row)));
         };
         sender
-            .send(row)
-            .map_err(|SendError(row)| ArchiveSendError::WriterStopped(Box::new(row)))
+            .send(Command::Row { row, position })
+            .map_err(|SendError(command)| match command {
+                Command::Row { row, .. } => ArchiveSendError::WriterStopped(Box::new(row)),
+                Command::Barrier(_) => unreachable!("this call queued a row, not a barrier"),
+            })
     }
 }
 
@@ -65,13 +140,15 @@ pub struct ArchiveHandle {
     sender: ArchiveSender,
     shared: Arc<Shared>,
     thread: JoinHandle<WriterOutcome>,
+    recovery: ArchiveRecovery,
 }
 
 impl ArchiveHandle {
     pub(super) fn new(
-        sender: SyncSender<HistoryRow>,
+        sender: SyncSender<Command>,
         shared: Arc<Shared>,
         thread: JoinHandle<WriterOutcome>,
+        recovery: ArchiveRecovery,
     ) -> Self {
         Self {
             sender: ArchiveSender {
@@ -79,6 +156,7 @@ impl ArchiveHandle {
             },
             shared,
             thread,
+            recovery,
         }
     }
 
@@ -102,10 +180,22 @@ impl ArchiveHandle {
         self.shared.counters.files_closed()
     }
 
+    /// Returns the result of the start-up recovery, including the watermark at start-up. The
+    /// service re-sends every logged row that this watermark does not cover.
+    pub fn recovery(&self) -> &ArchiveRecovery {
+        &self.recovery
+    }
+
+    /// Returns the watermark of the latest commit. It only grows while the writer runs.
+    pub fn watermark(&self) -> ArchiveWatermark {
+        self.shared.watermark()
+    }
+
     /// Stops the writer after it has written every row sent so far, and waits for it.
     ///
-    /// Every open file gets its footer, is synced, renamed to its `.parquet` name, and its
-    /// folder is synced. Later calls to [`ArchiveSender::send`] return an error.
+    /// Every open file is committed as [`ArchiveSender::barrier`] does: footer, sync, state
+    /// file, rename to its `.parquet` name and folder sync. Later calls to
+    /// [`ArchiveSender::send`] return an error.
     ///
     /// A failing file-system call is retried [`CLOSE_RETRY_ATTEMPTS`](super::CLOSE_RETRY_ATTEMPTS)
     /// more times, at most half a second apart. After that the writer gives up: it keeps

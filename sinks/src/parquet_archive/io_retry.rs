@@ -22,14 +22,15 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use tracing::{error, info};
 
 use super::stats::ArchiveCounters;
+use super::watermark::ArchiveWatermark;
 
 /// Delay before the first retry of a failed call.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -52,9 +53,39 @@ pub(super) struct Shared {
 
     /// Whether `ArchiveHandle::close` has been called, which limits further retries.
     closing: AtomicBool,
+
+    /// Copy of the committed watermark for `ArchiveHandle::watermark`. The writer thread owns
+    /// the real one and replaces this copy after each commit, at most a few times a minute, so
+    /// a std `Mutex` held only to clone or replace it costs nothing measurable.
+    watermark: Mutex<ArchiveWatermark>,
 }
 
 impl Shared {
+    /// Creates the shared state of a writer whose committed watermark is `watermark`.
+    pub(super) fn new(watermark: ArchiveWatermark) -> Self {
+        Self {
+            watermark: Mutex::new(watermark),
+            ..Self::default()
+        }
+    }
+
+    /// Returns a copy of the committed watermark.
+    pub(super) fn watermark(&self) -> ArchiveWatermark {
+        // Only whole values are stored, so a poisoned lock still holds a valid watermark.
+        self.watermark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the copy of the committed watermark.
+    pub(super) fn set_watermark(&self, watermark: ArchiveWatermark) {
+        *self
+            .watermark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = watermark;
+    }
+
     /// Marks the archive as closing. The caller should also unpark the writer thread, so that a
     /// retry delay in progress ends early.
     pub(super) fn start_closing(&self) {

@@ -70,6 +70,22 @@ pub struct FilePaths {
     pub in_progress_path: PathBuf,
 }
 
+impl FilePaths {
+    /// Returns the paths of the file whose final path is `final_path`: the in-progress file is
+    /// in the same folder, with a `.` before and [`IN_PROGRESS_SUFFIX`] after the final name.
+    pub fn from_final_path(final_path: PathBuf) -> Self {
+        let name = final_path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let in_progress_path = final_path.with_file_name(format!(".{name}{IN_PROGRESS_SUFFIX}"));
+        Self {
+            final_path,
+            in_progress_path,
+        }
+    }
+}
+
 /// Source of unique file names for one writer.
 #[derive(Debug)]
 pub struct FileNamer {
@@ -94,10 +110,7 @@ impl FileNamer {
             self.writer_id, self.sequence
         );
 
-        FilePaths {
-            in_progress_path: partition.join(format!(".{name}{IN_PROGRESS_SUFFIX}")),
-            final_path: partition.join(name),
-        }
+        FilePaths::from_final_path(partition.join(name))
     }
 }
 

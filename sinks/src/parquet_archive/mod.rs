@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! history/
+//!   _archive_state.json                                                 commit point
 //!   date=2024-05-01/
 //!     part-1714521600000-5f0c9e2a71d3b468-000001.parquet               finished
 //!     .part-1714550400000-5f0c9e2a71d3b468-000002.parquet.inprogress   being written
@@ -15,7 +16,27 @@
 //! Query engines read the folder as one table with a `date` partition column, for example
 //! `pyarrow.dataset.dataset("history", format="parquet", partitioning="hive")`. A file being
 //! written has a hidden name that does not end in `.parquet`, so such globs and dataset scans
-//! skip it. The file gets its `.parquet` name only after its footer is written and synced.
+//! skip it. The file gets its `.parquet` name only after its footer is written and synced. The
+//! state file starts with `_` and does not end in `.parquet`, so those readers skip it too.
+//!
+//! # Write-ahead log positions
+//!
+//! [`ArchiveSender::send_logged`] queues a row with its
+//! [`LogPosition`](pipeline::history::LogPosition). The archive records, atomically with each
+//! commit of files, an [`ArchiveWatermark`]: per log, one past the highest lsn in a committed
+//! file. After a crash, the service re-sends the log records that the watermark does not cover,
+//! and each row ends up in the archive once:
+//!
+//! 1. [`ArchiveWriter::spawn`] runs [`recover`], which finishes the last commit and deletes
+//!    in-progress files that were never committed.
+//! 2. The service reads [`ArchiveHandle::recovery`]`().watermark` and re-sends every logged
+//!    row from [`ArchiveWatermark::next_lsn`] on, with `send_logged`. Rows that the archive
+//!    already contains are dropped and counted in [`ArchiveStats::duplicates_dropped`].
+//! 3. A checkpoint calls [`ArchiveSender::barrier`]. Once it returns `Ok`, every row sent
+//!    before it is in a committed file, and the log records that the returned watermark
+//!    covers can go.
+//!
+//! Rows sent with [`ArchiveSender::send`] have no position and do not change the watermark.
 //!
 //! # Schema
 //!
@@ -44,17 +65,24 @@
 //!
 //! # Notes
 //!
-//! - Rows become readable when their file is finished: at `max_file_rows` rows,
-//!   `max_file_age_ms` after its first row, or on [`ArchiveHandle::close`]. Until then they
-//!   exist only in memory and in the hidden in-progress file.
+//! - Rows become readable when their file is committed: at `max_file_rows` rows,
+//!   `max_file_age_ms` after its first row, at a barrier, or on [`ArchiveHandle::close`].
+//!   Until then they exist only in memory and in the hidden in-progress file.
+//! - Files that hold rows of a common log, usually the two dates around midnight, are
+//!   committed together. Otherwise the watermark could pass a row that is still in an open
+//!   file.
 //! - Rows are stored in arrival order, not sorted by time or thing.
-//! - Unfinished files from a crash are left in place and logged at WARN when the writer
-//!   starts. Nothing reads or repairs them yet, so their rows are not readable. The startup scan
-//!   lists every partition folder, so it takes longer as the archive grows.
+//! - At start, in-progress files that were never committed are deleted and logged at WARN,
+//!   one line each with their size. Their logged rows come back from the write-ahead log.
+//!   Their rows without a position are lost. The scan lists every partition folder, so it
+//!   takes longer as the archive grows.
 //! - A failing create, write or rename is retried until it succeeds, which stalls the senders
-//!   while the disk is full. Only `close` gives up, after [`CLOSE_RETRY_ATTEMPTS`] more
-//!   retries. A failed `fsync` is not retried: the file stays unfinished, and `close` returns
-//!   an error that counts its rows.
+//!   and barriers while the disk is full. Only `close` gives up, after
+//!   [`CLOSE_RETRY_ATTEMPTS`] more retries. A failed `fsync` is not retried: the files of that
+//!   commit stay unfinished, and `close` returns an error that counts their rows.
+//! - The writer does not keep a copy of rows that it failed to archive. Once a logged row is
+//!   lost, the writer drops the later rows of its log, every later barrier fails, and the
+//!   watermark of that log stays below the lost row. A restart re-sends them from the log.
 //! - One writer per directory. Two writers would not overwrite each other's files, but nothing
 //!   coordinates them.
 //!
@@ -87,26 +115,37 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod barrier;
+mod commit;
 mod config;
 mod file;
 mod handle;
 mod io_retry;
 mod layout;
+mod outcome;
+mod recovery;
 pub mod schema;
+mod state;
 mod stats;
+mod watermark;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use barrier::{ArchiveBarrier, ArchiveBarrierError};
 pub use config::{
     ArchiveConfig, DEFAULT_MAX_FILE_AGE_MS, DEFAULT_MAX_FILE_ROWS, DEFAULT_QUEUE_ROWS,
     DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL,
 };
+pub use file::WATERMARK_METADATA_KEY;
 pub use handle::{ArchiveHandle, ArchiveSender};
 pub use io_retry::CLOSE_RETRY_ATTEMPTS;
 pub use layout::{IN_PROGRESS_SUFFIX, PARTITION_PREFIX, utc_date};
+pub use recovery::{ArchiveRecovery, RecoveryError, recover};
+pub use state::STATE_FILE_NAME;
 pub use stats::{ArchiveCounters, ArchiveStats};
+pub use watermark::ArchiveWatermark;
 pub use writer::ArchiveWriter;
 
 pub use crate::error::{ArchiveConfigError, ArchiveError, ArchiveSendError};

@@ -15,6 +15,8 @@ pub struct ArchiveStats {
     pub bytes_written: u64,
     /// Failed file-system calls, counting each retry of the same call.
     pub io_errors: u64,
+    /// Logged rows dropped because the archive already held their log position.
+    pub duplicates_dropped: u64,
 }
 
 /// Live counters of one archive writer.
@@ -28,6 +30,7 @@ pub struct ArchiveCounters {
     files_closed: AtomicU64,
     bytes_written: AtomicU64,
     io_errors: AtomicU64,
+    duplicates_dropped: AtomicU64,
 }
 
 impl ArchiveCounters {
@@ -56,6 +59,11 @@ impl ArchiveCounters {
         self.io_errors.load(Ordering::Relaxed)
     }
 
+    /// Logged rows dropped because the archive already held their log position.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.duplicates_dropped.load(Ordering::Relaxed)
+    }
+
     /// Returns a snapshot of all counters.
     pub fn snapshot(&self) -> ArchiveStats {
         ArchiveStats {
@@ -64,6 +72,7 @@ impl ArchiveCounters {
             files_closed: self.files_closed(),
             bytes_written: self.bytes_written(),
             io_errors: self.io_errors(),
+            duplicates_dropped: self.duplicates_dropped(),
         }
     }
 
@@ -79,5 +88,9 @@ impl ArchiveCounters {
 
     pub(super) fn record_io_error(&self) {
         self.io_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn record_duplicate_dropped(&self) {
+        self.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }

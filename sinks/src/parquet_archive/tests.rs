@@ -25,6 +25,8 @@ use super::io_retry::{RetryingFile, Shared};
 use super::schema::{self, history_schema, parquet_schema, rows_to_batch, writer_properties};
 use super::*;
 
+mod log_positions;
+
 /// 2024-05-01T00:00:00Z in ms since the Unix epoch.
 const MAY_1: i64 = 1_714_521_600_000;
 /// 2024-05-02T00:00:00Z in ms since the Unix epoch.
@@ -547,31 +549,6 @@ fn live_directory_lists_only_finished_files() {
 }
 
 #[test]
-fn leftover_in_progress_file_is_kept() {
-    let dir = TestDir::new("leftover");
-    let partition = dir.archive().join("date=2024-04-30");
-    fs::create_dir_all(&partition).expect("create partition");
-    let leftover = partition.join(".part-1714435200000-00000000000000ff-000001.parquet.inprogress");
-    fs::write(&leftover, b"PAR1 without footer").expect("write leftover file");
-
-    let archive = spawn(&dir.archive(), ArchiveConfig::default());
-    archive
-        .sender()
-        .send(row("lamp-1", 1, MAY_1))
-        .expect("queue row");
-    let stats = archive
-        .close()
-        .expect("close archive with a leftover file present");
-
-    assert_eq!(stats.rows_written, 1);
-    assert_eq!(
-        fs::read(&leftover).expect("leftover still exists"),
-        b"PAR1 without footer"
-    );
-    assert_eq!(in_progress_files(&dir.archive()), vec![leftover]);
-}
-
-#[test]
 fn dropping_handle_and_senders_finishes_files() {
     let dir = TestDir::new("drop");
     let archive = spawn(&dir.archive(), ArchiveConfig::default());
@@ -865,6 +842,10 @@ fn pyarrow_reads_hive_partitioned_archive() {
     );
 
     archive.close().expect("close archive");
+    assert!(
+        dir.archive().join(STATE_FILE_NAME).is_file(),
+        "pyarrow must skip the state file"
+    );
     let closed = read_with_pyarrow(&dir.archive());
     assert_eq!(closed["num_rows"], 7, "{closed}");
 

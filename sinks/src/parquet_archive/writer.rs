@@ -1,27 +1,34 @@
 //! The archive writer thread.
 //!
-//! Rows travel from [`ArchiveSender::send`](super::ArchiveSender::send) through a bounded
+//! Rows and barriers travel from [`ArchiveSender`](super::ArchiveSender) through a bounded
 //! `std::sync::mpsc` queue to one OS thread, which does all file I/O with blocking calls. Rows
-//! are grouped into one open file per UTC date of `accepted_at`. A file is finished when it
-//! reaches `max_file_rows`, when it is `max_file_age_ms` old, or when the writer stops.
+//! are grouped into one open file per UTC date of `accepted_at`. A file is committed when it
+//! reaches `max_file_rows`, when it is `max_file_age_ms` old, at a barrier, or when the writer
+//! stops. Files that hold rows of a common write-ahead log are committed together, see
+//! `commit.rs`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::Instant;
 
-use pipeline::history::HistoryRow;
-use tracing::{error, info, warn};
+use pipeline::history::{HistoryRow, LogPosition};
+use tracing::{debug, error, info, warn};
 
 use super::ArchiveConfig;
+use super::barrier::{ArchiveBarrierError, BarrierReply};
+use super::commit::{CommitFailure, Committer, FileGroup, group_of};
 use super::file::{FileSettings, OpenFile, sync_directory};
-use super::handle::ArchiveHandle;
+use super::handle::{ArchiveHandle, Command};
 use super::io_retry::{Shared, retry_io};
-use super::layout::{FileNamer, find_in_progress_files, partition_directory, utc_date};
+use super::layout::{FileNamer, partition_directory, utc_date};
+use super::outcome::WriterOutcome;
+use super::recovery::recover;
 use super::schema::{history_schema, parquet_schema, writer_properties};
+use super::watermark::{Admission, PositionFilter};
 use crate::error::ArchiveError;
 
 /// Writes history rows to the Parquet archive on its own OS thread.
@@ -36,31 +43,25 @@ pub struct ArchiveWriter {
     namer: FileNamer,
     /// Open files by UTC date (`YYYY-MM-DD`). Usually one, and two around midnight.
     open_files: BTreeMap<String, OpenFile>,
+    committer: Committer,
+    filter: PositionFilter,
     outcome: WriterOutcome,
 }
 
-/// Failures that the writer thread reports to `ArchiveHandle::close`.
-#[derive(Debug, Default)]
-pub(super) struct WriterOutcome {
-    /// Failed files and rows, counting each failure once.
-    failures: u64,
-    pub(super) first_error: Option<ArchiveError>,
-    pub(super) unfinished_files: Vec<PathBuf>,
-    pub(super) rows_not_archived: u64,
-}
-
 impl ArchiveWriter {
-    /// Creates `directory` if needed, warns about unfinished files from an earlier run and starts
+    /// Creates `directory` if needed, recovers it with [`recover`](super::recover) and starts
     /// the writer thread.
     ///
-    /// Unfinished files (`.*.parquet.inprogress`) are left in place and logged at WARN, one line
-    /// each. Readers ignore them because of their hidden name.
+    /// Recovery finishes the last commit and deletes in-progress files that were never
+    /// committed. [`ArchiveHandle::recovery`] returns what it did and the watermark, which
+    /// determines the logged rows that the service must send again.
     ///
     /// # Errors
     ///
     /// Returns [`ArchiveError::Config`] for invalid settings, [`ArchiveError::Io`] if the
-    /// directory cannot be created or listed, and [`ArchiveError::SpawnThread`] if the thread
-    /// cannot start.
+    /// directory cannot be created or recovered, and [`ArchiveError::SpawnThread`] if the thread
+    /// cannot start. A recovery error is wrapped in `ArchiveError::Io` as its source, see
+    /// [`RecoveryError`](super::RecoveryError).
     pub fn spawn(
         directory: impl Into<PathBuf>,
         config: ArchiveConfig,
@@ -76,11 +77,20 @@ impl ArchiveWriter {
             path: directory.clone(),
             source,
         })?;
-        warn_about_in_progress_files(&directory)?;
+        let recovery = recover(&directory).map_err(|error| error.into_archive_error())?;
+        info!(
+            directory = %directory.display(),
+            renamed_files = recovery.renamed_files.len(),
+            deleted_files = recovery.deleted_files.len(),
+            logs = recovery.watermark.next_positions().count(),
+            "archive recovered"
+        );
 
         let (sender, receiver) = mpsc::sync_channel(config.queue_rows);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(recovery.watermark.clone()));
         let writer = ArchiveWriter {
+            committer: Committer::new(directory.clone(), recovery.watermark.clone()),
+            filter: PositionFilter::new(&recovery.watermark),
             directory,
             config,
             settings: FileSettings {
@@ -99,11 +109,11 @@ impl ArchiveWriter {
             .spawn(move || writer.run(receiver))
             .map_err(ArchiveError::SpawnThread)?;
 
-        Ok(ArchiveHandle::new(sender, shared, thread))
+        Ok(ArchiveHandle::new(sender, shared, thread, recovery))
     }
 
-    /// Receives rows until every sender is gone, then finishes all open files.
-    fn run(mut self, receiver: Receiver<HistoryRow>) -> WriterOutcome {
+    /// Receives rows and barriers until every sender is gone, then commits all open files.
+    fn run(mut self, receiver: Receiver<Command>) -> WriterOutcome {
         info!(directory = %self.directory.display(), "archive writer started");
 
         loop {
@@ -115,16 +125,21 @@ impl ArchiveWriter {
                 None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(row) => self.append(row),
+                Ok(Command::Row { row, position }) => self.append(row, position),
+                Ok(Command::Barrier(reply)) => self.barrier(&reply),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.finish_expired_files();
+            self.commit_expired_files();
         }
 
-        let dates: Vec<String> = self.open_files.keys().cloned().collect();
-        for date in dates {
-            self.finish_file(&date);
+        // A failure is already logged and kept for `close`.
+        let _ = self.commit_all();
+        for path in self.committer.unconfirmed_paths() {
+            warn!(
+                path = %path.display(),
+                "committed archive file keeps its in-progress name until the next start"
+            );
         }
 
         let stats = self.shared.counters.snapshot();
@@ -132,6 +147,7 @@ impl ArchiveWriter {
             directory = %self.directory.display(),
             rows_written = stats.rows_written,
             files_closed = stats.files_closed,
+            duplicates_dropped = stats.duplicates_dropped,
             rows_not_archived = self.outcome.rows_not_archived,
             "archive writer stopped"
         );
@@ -149,8 +165,13 @@ impl ArchiveWriter {
             .min()
     }
 
-    fn append(&mut self, row: HistoryRow) {
+    fn append(&mut self, row: HistoryRow, position: Option<LogPosition>) {
         self.shared.counters.record_row_received();
+        if let Some(position) = position
+            && !self.admit(position)
+        {
+            return;
+        }
 
         let date = utc_date(row.accepted_at_ms);
         if !self.open_files.contains_key(&date) {
@@ -159,7 +180,10 @@ impl ArchiveWriter {
                     self.open_files.insert(date.clone(), file);
                 }
                 Err(error) => {
-                    self.record_failure(1, None, error);
+                    if let Some(position) = position {
+                        self.filter.record_loss(position);
+                    }
+                    self.record_failure(1, Vec::new(), error);
                     return;
                 }
             }
@@ -168,16 +192,35 @@ impl ArchiveWriter {
         let Some(file) = self.open_files.get_mut(&date) else {
             return;
         };
-        let pushed = file.push(row);
+        let pushed = file.push(row, position);
         let full = file.rows() >= self.config.max_file_rows;
 
         if let Err(error) = pushed {
-            if let Some(file) = self.open_files.remove(&date) {
-                let path = file.in_progress_path().to_path_buf();
-                self.record_failure(file.rows(), Some(path), error);
-            }
+            self.abandon_group(&date, error);
         } else if full {
-            self.finish_file(&date);
+            self.commit_group(&date);
+        }
+    }
+
+    /// Returns whether to archive the row at `position`, counting and logging the rows it drops.
+    fn admit(&mut self, position: LogPosition) -> bool {
+        match self.filter.admit(position) {
+            Admission::Accept => true,
+            Admission::Duplicate { next_lsn } => {
+                self.shared.counters.record_duplicate_dropped();
+                debug!(
+                    generation = position.generation,
+                    worker = position.worker,
+                    lsn = position.lsn,
+                    next_lsn,
+                    "dropping archive row whose log position the archive already contains"
+                );
+                false
+            }
+            Admission::AfterLoss { lost_from } => {
+                self.outcome.record_held_back(position, lost_from);
+                false
+            }
         }
     }
 
@@ -210,7 +253,7 @@ impl ArchiveWriter {
         OpenFile::create(paths, &self.settings, &self.shared)
     }
 
-    fn finish_expired_files(&mut self) {
+    fn commit_expired_files(&mut self) {
         let now = Instant::now();
         let max_age = self.config.max_file_age();
         let expired: Vec<String> = self
@@ -221,76 +264,93 @@ impl ArchiveWriter {
             .collect();
 
         for date in expired {
-            self.finish_file(&date);
+            // An earlier group in this loop may have committed this file already.
+            if self.open_files.contains_key(&date) {
+                self.commit_group(&date);
+            }
         }
     }
 
-    fn finish_file(&mut self, date: &str) {
-        let Some(file) = self.open_files.remove(date) else {
-            return;
+    /// Commits every open file and replies to the barrier.
+    fn barrier(&mut self, reply: &mpsc::Sender<BarrierReply>) {
+        let unfinished_files = match self.commit_all() {
+            Ok(()) => Vec::new(),
+            Err(in_progress_paths) => in_progress_paths,
         };
-        if let Err(failed) = file.finish(&self.shared) {
-            self.record_failure(failed.rows, Some(failed.in_progress_path), failed.error);
-        }
+        let lost_from = self.filter.lost_positions();
+        let watermark = self.committer.watermark().clone();
+
+        let result = if unfinished_files.is_empty() && lost_from.is_empty() {
+            Ok(watermark)
+        } else {
+            Err(ArchiveBarrierError::RowsNotArchived {
+                unfinished_files,
+                lost_from,
+                watermark,
+            })
+        };
+        // The caller may have dropped its `ArchiveBarrier` without waiting, which is allowed.
+        let _ = reply.send(result);
     }
 
-    /// Logs a file or row that could not be archived and keeps it for `ArchiveHandle::close`.
-    ///
-    /// Every I/O failure except `AlreadyExists` and `InvalidInput` is retried until it succeeds
-    /// while the writer runs. So failures recorded before close come from a file in the way of a
-    /// partition folder, a name collision, a failed `fsync` or the Parquet encoder. During close,
-    /// retries also give up. Later rows still go to new files, which fail the same way if the
-    /// disk is still full. The Parquet writer writes to its file only when a row group or the
-    /// file ends, so that costs a few retry rounds per open file, not one per row.
-    ///
-    /// NOTE: the give-up during close is tested on `retry_io` alone. No test makes the disk fail
-    /// under a running writer.
-    fn record_failure(
-        &mut self,
-        rows: u64,
-        in_progress_path: Option<PathBuf>,
-        error: ArchiveError,
-    ) {
-        self.outcome.failures += 1;
-        self.outcome.rows_not_archived += rows;
-        let rows_not_archived = self.outcome.rows_not_archived;
-
-        match &in_progress_path {
-            Some(path) => error!(
-                path = %path.display(),
-                rows,
-                rows_not_archived,
-                error = &error as &dyn std::error::Error,
-                "archive file not finished, it stays under its in-progress name"
-            ),
-            // Rows that fail one at a time would flood the log, so log the 1st, 2nd, 4th, ...
-            None if self.outcome.failures.is_power_of_two() => error!(
-                rows,
-                rows_not_archived,
-                error = &error as &dyn std::error::Error,
-                "archive rows not written"
-            ),
-            None => {}
-        }
-
-        if let Some(path) = in_progress_path {
-            self.outcome.unfinished_files.push(path);
-        }
-        self.outcome.first_error.get_or_insert(error);
+    /// Commits every open file as one group. Returns the in-progress paths if that fails.
+    fn commit_all(&mut self) -> Result<(), Vec<PathBuf>> {
+        let dates: Vec<String> = self.open_files.keys().cloned().collect();
+        self.commit_dates(&dates)
     }
-}
 
-fn warn_about_in_progress_files(directory: &Path) -> Result<(), ArchiveError> {
-    let unfinished = find_in_progress_files(directory).map_err(|source| ArchiveError::Io {
-        action: "listing archive directory",
-        path: directory.to_path_buf(),
-        source,
-    })?;
-    for path in unfinished {
-        warn!(
-            path = %path.display(),
-            "found unfinished archive file from an earlier run, leaving it in place unread"
+    /// Commits the file of `date` with every open file that shares a log with it.
+    fn commit_group(&mut self, date: &str) {
+        let dates = group_of(&self.open_files, date);
+        // A failure is already logged and kept for `close`.
+        let _ = self.commit_dates(&dates);
+    }
+
+    fn commit_dates(&mut self, dates: &[String]) -> Result<(), Vec<PathBuf>> {
+        let files: Vec<OpenFile> = dates
+            .iter()
+            .filter_map(|date| self.open_files.remove(date))
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+
+        self.committer
+            .commit(files, &self.shared)
+            .map_err(|failure| {
+                let paths = failure.group.in_progress_paths.clone();
+                self.record_commit_failure(*failure);
+                paths
+            })
+    }
+
+    /// Gives up the file of `date` after `error`, with every open file that shares a log with
+    /// it. Committing those others could advance the watermark past the lost rows.
+    fn abandon_group(&mut self, date: &str, error: ArchiveError) {
+        let files: Vec<OpenFile> = group_of(&self.open_files, date)
+            .iter()
+            .filter_map(|date| self.open_files.remove(date))
+            .collect();
+        let group = FileGroup::of(&files);
+        // Dropping the writers closes the in-progress files without a footer.
+        drop(files);
+        self.record_commit_failure(CommitFailure { group, error });
+    }
+
+    fn record_commit_failure(&mut self, failure: CommitFailure) {
+        for ranges in &failure.group.log_ranges {
+            self.filter.record_lost_ranges(ranges);
+        }
+        self.record_failure(
+            failure.group.rows,
+            failure.group.in_progress_paths,
+            failure.error,
         );
     }
-    Ok(())
+
+    fn record_failure(&mut self, rows: u64, in_progress_paths: Vec<PathBuf>, error: ArchiveError) {
+        let lost_from = self.filter.lost_positions();
+        self.outcome
+            .record_failure(rows, in_progress_paths, &lost_from, error);
+    }
 }
