@@ -450,3 +450,109 @@ print(json.dumps(rows))
     );
     serde_json::from_slice(&output.stdout).expect("pyarrow output is JSON")
 }
+
+impl Service {
+    /// Process id of the service.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("service still running").id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and returns its stderr.
+    pub fn kill(mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stderr
+            .take()
+            .map(|handle| handle.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+/// The MQTT connection of a [`Device`] has closed.
+#[derive(Debug)]
+pub struct ConnectionClosed;
+
+impl Device {
+    /// Publishes `payload` on `topic` at QoS 1; returns an error instead of panicking once the
+    /// connection has closed.
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), rumqttc::ClientError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+    }
+
+    /// Returns the next message within `timeout`, `Ok(None)` when none arrives, or
+    /// `Err(ConnectionClosed)` once the connection has closed and every message was read.
+    pub fn next_message_or_closed(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<(String, Value)>, ConnectionClosed> {
+        match self.messages.recv_timeout(timeout) {
+            Ok(message) => Ok(Some(message)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ConnectionClosed),
+        }
+    }
+}
+
+impl Http {
+    /// Client for the API at `base` whose requests fail after `timeout`.
+    pub fn with_timeout(base: &str, timeout: Duration) -> Http {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Http {
+            agent,
+            base: base.to_owned(),
+        }
+    }
+
+    /// `GET path`; returns an error instead of panicking when the service cannot be reached.
+    pub fn try_get(&self, path: &str) -> Result<(u16, Value), ureq::Error> {
+        let response = self.agent.get(format!("{}{path}", self.base)).call()?;
+        Self::try_read(response)
+    }
+
+    /// `POST path` with a JSON body; returns an error instead of panicking when the service
+    /// cannot be reached or the connection breaks.
+    pub fn try_post(&self, path: &str, body: &str) -> Result<(u16, Value), ureq::Error> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)?;
+        Self::try_read(response)
+    }
+
+    /// `DELETE path` with a JSON body such as `{"clientToken":"..."}`; returns an error instead
+    /// of panicking when the service cannot be reached or the connection breaks.
+    pub fn try_delete_with_body(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, Value), ureq::Error> {
+        let response = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .force_send_body()
+            .send(body)?;
+        Self::try_read(response)
+    }
+
+    fn try_read(
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<(u16, Value), ureq::Error> {
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+}
