@@ -30,10 +30,12 @@ mod request;
 mod source;
 mod state;
 mod version;
+mod views;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use differential_dataflow::trace::TraceReader;
 use timely::WorkerConfig;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
@@ -54,6 +56,8 @@ pub use source::{
 };
 pub use state::{Change, KeyState, Outcome, ShadowState, Updated};
 pub use version::{PendingDelta, ShadowRecord, ShadowVersion};
+use views::WorkerViews;
+pub use views::{ThingShadow, ThingTrace, ViewCommand, ViewControl, ViewLogic, ViewSink, ViewSpec};
 
 use crate::durable::{CheckpointRequests, Durability, WorkerLog};
 use crate::shadow::{Limits, ShadowKey};
@@ -154,9 +158,15 @@ impl DurableSetup {
 /// A running dataflow.
 pub struct DataflowHandle {
     guards: timely::communication::WorkerGuards<()>,
+    views: Arc<ViewControl>,
 }
 
 impl DataflowHandle {
+    /// Returns the control that installs and drops continuous views.
+    pub fn views(&self) -> Arc<ViewControl> {
+        Arc::clone(&self.views)
+    }
+
     /// Waits until every worker has finished, which happens after every [`RequestSender`] has
     /// been dropped and all queued requests have been delivered.
     pub fn join(self) {
@@ -206,6 +216,8 @@ pub fn spawn_with_receiver(
     };
     let limits = config.limits;
     let durable = config.durable;
+    let views = Arc::new(ViewControl::new(workers));
+    let worker_views = Arc::clone(&views);
     let guards = timely::execute(timely_config, move |worker| {
         // Only worker 0 reads the channel; the lock is taken once, at start-up.
         let receiver = if worker.index() == 0 {
@@ -230,26 +242,44 @@ pub fn spawn_with_receiver(
             outputs: Arc::clone(&outputs),
         };
         let outputs = Arc::clone(&outputs);
-        worker.dataflow::<Time, _, _>(move |scope| {
-            build(scope, receiver, setup, outputs);
-        });
+        let (mut trace, progress) =
+            worker.dataflow::<Time, _, _>(move |scope| build(scope, receiver, setup, outputs));
+        let Some(commands) = worker_views.take_receiver(worker.index()) else {
+            return;
+        };
+        let mut installed = WorkerViews::default();
+        // Steps the dataflows until all have ended, installing and dropping views between steps.
+        while worker.step_or_park(Some(VIEW_COMMAND_POLL)) {
+            installed.apply(worker, &mut trace, &commands);
+            let frontier = progress.with_frontier(|frontier| frontier.to_owned());
+            trace.set_logical_compaction(frontier.borrow());
+            trace.set_physical_compaction(frontier.borrow());
+        }
     })
     .map_err(|message| StartError { workers, message })?;
-    Ok(DataflowHandle { guards })
+    Ok(DataflowHandle { guards, views })
 }
 
-/// Builds the shadow dataflow in `scope`.
+/// Longest time an idle worker waits before it looks for view commands.
+const VIEW_COMMAND_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Builds the shadow dataflow in `scope`. Returns the shadows arranged by thing name, for views,
+/// and the probe of the dataflow's progress.
 pub fn build(
     scope: timely::dataflow::Scope<'_, Time>,
     receiver: Option<RequestReceiver>,
     setup: WorkerSetup,
     outputs: Arc<dyn ShadowOutputs>,
-) {
+) -> (ThingTrace, ProbeHandle<Time>) {
     let progress = ProbeHandle::new();
     let requests = request_source(scope, receiver, progress.clone());
     let (outcomes, shadows) = requests.maintain_shadows(setup);
     let outcomes = outcomes.probe_with(&progress);
     let shadows = shadows.probe_with(&progress);
+    let by_thing = shadows
+        .clone()
+        .map(|(key, version)| (key.thing_name, (key.shadow_name, version)))
+        .arrange_by_key_named("Shadows: By Thing");
 
     let deliver_outputs = Arc::clone(&outputs);
     outcomes.sink(Pipeline, "Shadow: Deliver", move |(input, _frontier)| {
@@ -273,4 +303,5 @@ pub fn build(
                 }
             });
         });
+    (by_thing.trace, progress)
 }
