@@ -11,13 +11,16 @@
 //! - [`protocol`]: AWS shadow topic names.
 //! - [`dataflow`]: the request source, the single-writer shadow operator, the deltas collection
 //!   and the outputs it feeds.
+//! - [`durable`]: the write-ahead log, checkpoints and recovery.
 //! - [`history`]: the record of one accepted change, as the archive stores it.
+//! - [`fleet`]: fleet-indexing queries, evaluation, aggregations and API documents; no I/O.
 //! - [`faults`]: fault injection for tests, compiled in only with the `failpoints` feature.
 #![warn(missing_docs)]
 
 pub mod dataflow;
 pub mod durable;
 pub mod faults;
+pub mod fleet;
 pub mod history;
 pub mod protocol;
 pub mod shadow;

@@ -12,7 +12,7 @@
 //!   empty queue, so idle workers park instead of polling.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ struct Wakeup {
     activator: OnceLock<SyncActivator>,
     /// True while the source has been woken and has not yet started draining.
     pending: AtomicBool,
+    /// Epoch the source stamps its next batch with; every earlier epoch is closed.
+    open_epoch: AtomicU64,
 }
 
 impl Wakeup {
@@ -79,6 +81,18 @@ impl Clone for RequestSender {
 }
 
 impl RequestSender {
+    /// Returns the first time of the epoch the source has open. Every request the source took
+    /// before this call has an earlier time, so a view whose frontier reaches this time
+    /// reflects every change acknowledged before the call.
+    pub fn open_time(&self) -> Time {
+        epoch_start(
+            self.wakeup
+                .open_epoch
+                .load(Ordering::Acquire)
+                .max(FIRST_REQUEST_EPOCH),
+        )
+    }
+
     /// Queues `request`, waiting while the queue is full.
     ///
     /// # Errors
@@ -202,6 +216,10 @@ pub fn request_source<'scope>(
             } else if emitted > 0 {
                 epoch += 1;
                 held.downgrade(&epoch_start(epoch));
+                receiver_ref
+                    .wakeup
+                    .open_epoch
+                    .store(epoch, Ordering::Release);
             }
         }
     })

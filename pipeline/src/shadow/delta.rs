@@ -37,6 +37,21 @@ pub struct Delta {
 }
 
 impl Delta {
+    /// Returns the earliest time, in epoch seconds, at which a desired value of the delta was
+    /// written: how long the oldest pending change has waited for the device.
+    pub fn oldest_timestamp(&self) -> Option<i64> {
+        fn oldest(metadata: &MetadataMap) -> Option<i64> {
+            metadata
+                .values()
+                .filter_map(|entry| match entry {
+                    Metadata::Timestamp(timestamp) => Some(*timestamp),
+                    Metadata::Object(members) => oldest(members),
+                })
+                .min()
+        }
+        oldest(&self.metadata)
+    }
+
     /// Returns the delta state: the desired values that `reported` does not match.
     pub fn state(&self) -> &Map<String, Value> {
         &self.state
