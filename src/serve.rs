@@ -24,8 +24,9 @@ use pipeline::durable::{
 };
 use pipeline::history::{HistoryRow, LogPosition};
 use queries::ApiState;
+use queries::fleet::FleetViews;
 use sinks::mqtt::{MessagePublisher, PublisherHandle, spawn_publisher};
-use sinks::parquet_archive::{ArchiveHandle, ArchiveSender, ArchiveWriter};
+use sinks::parquet_archive::{ArchiveHandle, ArchiveSender, ArchiveWriter, HistoryReader};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -144,6 +145,13 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
         checkpoints,
         embedded_broker,
     };
+    let fleet = match start_fleet_views(&config, &running) {
+        Ok(fleet) => fleet,
+        Err(error) => {
+            stop(running, Instant::now()).await?;
+            return Err(error);
+        }
+    };
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     let (ready_sender, ready) = oneshot::channel();
@@ -170,7 +178,14 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     let http_address = listener
         .local_addr()
         .context("reading the HTTP listen address")?;
-    let api = serve_http(&config, listener, http, shutdown);
+    let api = serve_http(
+        &config,
+        listener,
+        http,
+        running.archive.reader(),
+        Arc::clone(&fleet),
+        shutdown,
+    );
 
     tracing::info!(http = %http_address, mqtt = %broker, workers = config.workers,
         data_dir = %config.data_dir.display(), "shadowflow started");
@@ -185,6 +200,7 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     let stopping = Instant::now();
     tracing::info!("stopping: closing MQTT and HTTP intake");
     let _ = shutdown_sender.send(true);
+    fleet.close();
     let _ = source.await;
     let _ = api.await;
     stop_replay.store(true, Ordering::Relaxed);
@@ -331,6 +347,20 @@ fn start_dataflow(
     Ok((requests, handle, http, in_flight))
 }
 
+/// Installs the built-in view and the views stored in `DATA/views.json`.
+fn start_fleet_views(config: &ServeConfig, running: &Running) -> anyhow::Result<Arc<FleetViews>> {
+    let clock = running.requests.epoch_clock();
+    let store = config.data_dir.join("views.json");
+    let views = FleetViews::start(
+        running.dataflow.views(),
+        Arc::new(move || clock.open_time()),
+        config.workers,
+        Some(store),
+    )
+    .context("installing the fleet views")?;
+    Ok(Arc::new(views))
+}
+
 /// Binds the HTTP API's listener.
 async fn bind_http(config: &ServeConfig) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(config.http.listen)
@@ -348,11 +378,15 @@ fn serve_http(
     config: &ServeConfig,
     listener: tokio::net::TcpListener,
     http: Arc<HttpRequests>,
+    history: HistoryReader,
+    fleet: Arc<FleetViews>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let state = Arc::new(ApiState {
         requests: http,
         limits: config.limits.clone(),
+        history,
+        fleet,
     });
     tokio::spawn(queries::serve(listener, state, async move {
         let _ = shutdown.changed().await;

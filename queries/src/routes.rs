@@ -12,11 +12,14 @@ use pipeline::shadow::{
     Limits, ShadowError, ShadowKey, decode_client_token, error_document, validate_shadow_name,
     validate_thing_name,
 };
+use sinks::parquet_archive::HistoryReader;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::body::{BodyError, read_capped};
+use crate::fleet::FleetViews;
+use crate::history::{self, PastDocument};
 
 /// State shared by the handlers.
 #[derive(Debug)]
@@ -25,6 +28,10 @@ pub struct ApiState {
     pub requests: Arc<HttpRequests>,
     /// Limits on names and payloads.
     pub limits: Limits,
+    /// Reads the history archive, for the history routes.
+    pub history: HistoryReader,
+    /// Fleet queries and views.
+    pub fleet: Arc<FleetViews>,
 }
 
 /// Builds every route of the API.
@@ -35,6 +42,7 @@ pub fn routes(
         .and(warp::get())
         .map(|| json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()));
 
+    let fleet = crate::fleet::routes(Arc::clone(&state.fleet));
     let with_state = warp::any().map(move || Arc::clone(&state));
     let list = warp::path!("api" / "things" / "shadow" / "ListNamedShadowsForThing" / String)
         .and(warp::get())
@@ -43,6 +51,15 @@ pub fn routes(
         .then(
             |thing: String, query: HashMap<String, String>, state: Arc<ApiState>| async move {
                 handle_list(&state, &thing, &query).await
+            },
+        );
+    let history = warp::path!("things" / String / "shadow" / "history")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .then(
+            |thing: String, query: HashMap<String, String>, state: Arc<ApiState>| async move {
+                handle_history(&state, &thing, &query).await
             },
         );
     let shadow = warp::path!("things" / String / "shadow")
@@ -57,12 +74,16 @@ pub fn routes(
              body,
              state: Arc<ApiState>| async move {
                 let body = read_capped(body, state.limits.max_payload_bytes).await;
-                handle_shadow(&state, &thing, &method, query.get("name"), body).await
+                handle_shadow(&state, &thing, &method, &query, body).await
             },
         );
 
     health
+        .or(fleet)
+        .unify()
         .or(list)
+        .unify()
+        .or(history)
         .unify()
         .or(shadow)
         .unify()
@@ -87,7 +108,7 @@ async fn handle_shadow(
     state: &ApiState,
     thing: &str,
     method: &Method,
-    shadow_name: Option<&String>,
+    query: &HashMap<String, String>,
     body: Result<Vec<u8>, BodyError>,
 ) -> Response {
     let operation = match *method {
@@ -104,10 +125,21 @@ async fn handle_shadow(
             );
         }
     };
-    let key = match shadow_key(thing, shadow_name, &state.limits) {
+    let key = match shadow_key(thing, query.get("name"), &state.limits) {
         Ok(key) => key,
         Err(error) => return error_response(&error, None),
     };
+    // `version` or `at` turn a GET into a read of the history archive.
+    if operation == Operation::Get {
+        match PastDocument::parse(query) {
+            Ok(None) => {}
+            Ok(Some(past)) => {
+                let document = history::past_document(&state.history, key, past).await;
+                return document_response(document);
+            }
+            Err(error) => return error_response(&error, None),
+        }
+    }
     let payload = match body {
         Ok(payload) => payload,
         Err(BodyError::TooLarge) => return error_response(&ShadowError::payload_too_large(), None),
@@ -120,6 +152,30 @@ async fn handle_shadow(
         }
     };
     submit(state, thing, key, operation, payload).await
+}
+
+/// Returns one page of the changes of a shadow from the history archive.
+async fn handle_history(
+    state: &ApiState,
+    thing: &str,
+    query: &HashMap<String, String>,
+) -> Response {
+    let key = match shadow_key(thing, query.get("name"), &state.limits) {
+        Ok(key) => key,
+        Err(error) => return error_response(&error, None),
+    };
+    document_response(history::changes_document(&state.history, key, query).await)
+}
+
+/// Turns a JSON document into a 200 response, or an error into its error document.
+fn document_response(document: Result<serde_json::Value, ShadowError>) -> Response {
+    match document {
+        Ok(document) => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&document).unwrap_or_default(),
+        ),
+        Err(error) => error_response(&error, None),
+    }
 }
 
 /// Lists one page of the named shadows of `thing`.

@@ -51,8 +51,8 @@ pub use request::{
     DEFAULT_LIST_PAGE_SIZE, ListRequest, MAX_LIST_PAGE_SIZE, Operation, ReplyTo, Request,
 };
 pub use source::{
-    DataflowClosed, MAX_REQUESTS_PER_ACTIVATION, RequestReceiver, RequestSender, request_channel,
-    request_source,
+    DataflowClosed, EpochClock, MAX_REQUESTS_PER_ACTIVATION, RequestReceiver, RequestSender,
+    request_channel, request_source,
 };
 pub use state::{Change, KeyState, Outcome, ShadowState, Updated};
 pub use version::{PendingDelta, ShadowRecord, ShadowVersion};

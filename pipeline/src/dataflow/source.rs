@@ -80,17 +80,28 @@ impl Clone for RequestSender {
     }
 }
 
-impl RequestSender {
+/// Reads the source's open epoch without keeping the request channel open.
+#[derive(Clone, Debug)]
+pub struct EpochClock {
+    wakeup: Arc<Wakeup>,
+}
+
+impl EpochClock {
     /// Returns the first time of the epoch the source has open. Every request the source took
     /// before this call has an earlier time, so a view whose frontier reaches this time
     /// reflects every change acknowledged before the call.
     pub fn open_time(&self) -> Time {
-        epoch_start(
-            self.wakeup
-                .open_epoch
-                .load(Ordering::Acquire)
-                .max(FIRST_REQUEST_EPOCH),
-        )
+        let epoch = self.wakeup.open_epoch.load(Ordering::Acquire);
+        epoch_start(epoch.max(FIRST_REQUEST_EPOCH))
+    }
+}
+
+impl RequestSender {
+    /// Returns a clock of the source's open epoch, which does not keep the channel open.
+    pub fn epoch_clock(&self) -> EpochClock {
+        EpochClock {
+            wakeup: Arc::clone(&self.wakeup),
+        }
     }
 
     /// Queues `request`, waiting while the queue is full.

@@ -196,6 +196,8 @@ fn finish_committed(file: &mut SealedFile, shared: &Shared) -> Result<(), Archiv
     if !file.renamed {
         rename_to_final(&file.paths, shared)?;
         file.renamed = true;
+        // Readers find the rows in the renamed file from now on, see `reader.rs`.
+        shared.index.remove_file(&file.paths.in_progress_path);
         shared.counters.record_file_closed(file.rows, file.bytes);
         info!(
             path = %file.paths.final_path.display(),

@@ -28,15 +28,21 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default capacity of the queue between senders and the writer thread, in rows.
 pub const DEFAULT_QUEUE_ROWS: usize = 16_384;
 
+/// Default estimated memory of the uncommitted-row index at which the writer commits its open
+/// files early, in bytes (64 MiB).
+pub const DEFAULT_UNCOMMITTED_INDEX_BYTES: usize = 64 * 1024 * 1024;
+
 /// Settings of the Parquet history archive.
 ///
 /// # Memory usage
 ///
 /// The writer keeps one open file per UTC date that has rows in flight, usually one and two
-/// around midnight. Each open file buffers its current row group in memory until it reaches
-/// `row_group_rows` rows or about `row_group_bytes` bytes (the Parquet writer's estimate of the
-/// encoded size), plus up to 1,024 rows that are not yet encoded. The queue holds up to
-/// `queue_rows` rows.
+/// around midnight. Each open file collects the rows of its current row group unencoded, so
+/// that it can sort them, until there are `row_group_rows` rows or about `row_group_bytes`
+/// bytes of them. The queue holds up to `queue_rows` rows. The uncommitted-row index that lets
+/// history reads see the rows of open files keeps a second, compact copy of every row in an
+/// open file, up to about `uncommitted_index_bytes`: about 100 bytes per row plus the row's
+/// text (client token and the four JSON columns).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
@@ -51,13 +57,15 @@ pub struct ArchiveConfig {
     #[serde(default = "default_max_file_age_ms")]
     pub max_file_age_ms: u64,
 
-    /// Maximum number of rows in one row group. Smaller row groups let readers skip more data
-    /// by row-group statistics, but add metadata and compress less well.
+    /// Maximum number of rows in one row group. The writer sorts each row group by thing,
+    /// shadow and version. Smaller row groups let readers skip more data by row-group
+    /// statistics, but add metadata and compress less well.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
 
-    /// Maximum estimated encoded size in bytes of the row group being built. The writer keeps
-    /// that row group in memory and writes it out once it passes this size.
+    /// Maximum size in bytes of the row group being built. The writer collects its rows in
+    /// memory, and writes the row group once their estimated unencoded size or the Parquet
+    /// writer's estimate of their encoded size passes this.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: usize,
 
@@ -70,6 +78,12 @@ pub struct ArchiveConfig {
     /// full, `ArchiveSender::send` blocks until the writer catches up.
     #[serde(default = "default_queue_rows")]
     pub queue_rows: usize,
+
+    /// Estimated memory in bytes of the rows in open files, kept in an index for history
+    /// reads, at which the writer commits its open files early. A lower value caps memory but
+    /// makes smaller files when rows arrive faster than `max_file_rows` per `max_file_age_ms`.
+    #[serde(default = "default_uncommitted_index_bytes")]
+    pub uncommitted_index_bytes: usize,
 }
 
 const fn default_max_file_rows() -> u64 {
@@ -96,6 +110,10 @@ const fn default_queue_rows() -> usize {
     DEFAULT_QUEUE_ROWS
 }
 
+const fn default_uncommitted_index_bytes() -> usize {
+    DEFAULT_UNCOMMITTED_INDEX_BYTES
+}
+
 impl Default for ArchiveConfig {
     fn default() -> Self {
         Self {
@@ -105,6 +123,7 @@ impl Default for ArchiveConfig {
             row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             queue_rows: DEFAULT_QUEUE_ROWS,
+            uncommitted_index_bytes: DEFAULT_UNCOMMITTED_INDEX_BYTES,
         }
     }
 }
@@ -123,6 +142,10 @@ impl ArchiveConfig {
             ("row_group_rows", self.row_group_rows as u64),
             ("row_group_bytes", self.row_group_bytes as u64),
             ("queue_rows", self.queue_rows as u64),
+            (
+                "uncommitted_index_bytes",
+                self.uncommitted_index_bytes as u64,
+            ),
         ];
         for (field, value) in counts {
             if value == 0 {
@@ -193,12 +216,15 @@ mod tests {
     #[test]
     fn zero_settings_are_rejected() {
         type SetZero = fn(&mut ArchiveConfig);
-        let cases: [(&str, SetZero); 5] = [
+        let cases: [(&str, SetZero); 6] = [
             ("max_file_rows", |config| config.max_file_rows = 0),
             ("max_file_age_ms", |config| config.max_file_age_ms = 0),
             ("row_group_rows", |config| config.row_group_rows = 0),
             ("row_group_bytes", |config| config.row_group_bytes = 0),
             ("queue_rows", |config| config.queue_rows = 0),
+            ("uncommitted_index_bytes", |config| {
+                config.uncommitted_index_bytes = 0;
+            }),
         ];
 
         for (expected_field, set_zero) in cases {

@@ -27,10 +27,6 @@ use super::schema::rows_to_batch;
 use super::watermark::LogRanges;
 use crate::error::ArchiveError;
 
-/// Rows collected before they are encoded as one record batch. The Parquet writer encodes in
-/// batches of this size by default (`DEFAULT_WRITE_BATCH_SIZE`).
-pub const BATCH_ROWS: usize = 1024;
-
 /// Key of the Parquet key-value metadata entry that contains the archive watermark of the commit
 /// that included the file, as the JSON of
 /// [`ArchiveWatermark`](super::ArchiveWatermark).
@@ -45,6 +41,11 @@ pub(super) struct FileSettings {
     pub(super) schema: SchemaRef,
     pub(super) parquet_schema: SchemaDescriptor,
     pub(super) properties: WriterProperties,
+    /// Rows after which a row group ends, `ArchiveConfig::row_group_rows`.
+    pub(super) row_group_rows: usize,
+    /// Estimated size of the collected rows after which a row group ends,
+    /// `ArchiveConfig::row_group_bytes`.
+    pub(super) row_group_bytes: usize,
 }
 
 /// A Parquet file that is open for writing under its in-progress name.
@@ -52,8 +53,13 @@ pub(super) struct OpenFile {
     paths: FilePaths,
     writer: ArrowWriter<RetryingFile>,
     schema: SchemaRef,
-    /// Rows not yet handed to `writer`, encoded together once there are [`BATCH_ROWS`].
+    /// Rows of the row group being collected, not yet handed to `writer`. They are sorted and
+    /// encoded together when the row group is full or the file is sealed.
     pending: Vec<HistoryRow>,
+    /// Estimated size of `pending` in bytes.
+    pending_bytes: usize,
+    row_group_rows: usize,
+    row_group_bytes: usize,
     /// Rows in the file, including `pending`.
     rows: u64,
     opened_at: Instant,
@@ -95,7 +101,10 @@ impl OpenFile {
             paths,
             writer,
             schema: Arc::clone(&settings.schema),
-            pending: Vec::with_capacity(BATCH_ROWS),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            row_group_rows: settings.row_group_rows,
+            row_group_bytes: settings.row_group_bytes,
             rows: 0,
             opened_at: Instant::now(),
             log_ranges: LogRanges::default(),
@@ -122,7 +131,8 @@ impl OpenFile {
         &self.log_ranges
     }
 
-    /// Appends `row`, encoding the pending rows once there are [`BATCH_ROWS`].
+    /// Appends `row`, and writes the row group once it has `row_group_rows` rows or an
+    /// estimated `row_group_bytes`.
     ///
     /// The row counts in [`log_ranges`](Self::log_ranges) even if encoding fails, because the
     /// caller then gives up the whole file.
@@ -131,29 +141,54 @@ impl OpenFile {
         row: HistoryRow,
         position: Option<LogPosition>,
     ) -> Result<(), ArchiveError> {
+        self.pending_bytes += estimated_size(&row);
         self.pending.push(row);
         self.rows += 1;
         if let Some(position) = position {
             self.log_ranges.record(position);
         }
-        if self.pending.len() >= BATCH_ROWS {
-            self.write_pending()?;
+        if self.pending.len() >= self.row_group_rows || self.pending_bytes >= self.row_group_bytes {
+            self.write_row_group()?;
         }
         Ok(())
     }
 
-    /// Encodes the pending rows. The Parquet writer writes a row group to the file once the row
-    /// group reaches the configured row or byte cap.
-    fn write_pending(&mut self) -> Result<(), ArchiveError> {
+    /// Sorts the pending rows by thing, shadow and version, encodes them and ends the row
+    /// group.
+    ///
+    /// In a sorted row group each `thing_name` page covers a narrow range of things, so readers
+    /// skip the pages of other things by the column index, and the rows of one shadow fill few
+    /// pages of each column. Sorting changes only the order of rows inside the file, which
+    /// neither the commit nor the watermark depends on. If the Parquet writer ends a row group
+    /// earlier by its own encoded-size estimate, each part is still sorted.
+    fn write_row_group(&mut self) -> Result<(), ArchiveError> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.pending.sort_by(|left, right| {
+            (
+                &left.thing_name,
+                &left.shadow_name,
+                left.version,
+                left.change,
+            )
+                .cmp(&(
+                    &right.thing_name,
+                    &right.shadow_name,
+                    right.version,
+                    right.change,
+                ))
+        });
         let batch = rows_to_batch(&self.schema, &self.pending)
             .map_err(|source| parquet_error(&self.paths, source.into()))?;
         self.writer
             .write(&batch)
             .map_err(|source| parquet_error(&self.paths, source))?;
+        self.writer
+            .flush()
+            .map_err(|source| parquet_error(&self.paths, source))?;
         self.pending.clear();
+        self.pending_bytes = 0;
         Ok(())
     }
 
@@ -166,7 +201,7 @@ impl OpenFile {
         watermark_json: &str,
         shared: &Shared,
     ) -> Result<SealedFile, ArchiveError> {
-        self.write_pending()?;
+        self.write_row_group()?;
         self.writer.append_key_value_metadata(KeyValue::new(
             WATERMARK_METADATA_KEY.to_owned(),
             watermark_json.to_owned(),
@@ -194,6 +229,25 @@ impl OpenFile {
             renamed: false,
         })
     }
+}
+
+/// Estimates the memory of `row` in bytes: the struct and its text.
+fn estimated_size(row: &HistoryRow) -> usize {
+    let optional = [
+        row.shadow_name.as_deref(),
+        row.client_token.as_deref(),
+        row.request_state.as_deref(),
+        row.desired.as_deref(),
+        row.reported.as_deref(),
+        row.delta.as_deref(),
+    ];
+    std::mem::size_of::<HistoryRow>()
+        + row.thing_name.len()
+        + optional
+            .iter()
+            .flatten()
+            .map(|text| text.len())
+            .sum::<usize>()
 }
 
 /// Renames a sealed in-progress file to its final name, without syncing the folder.

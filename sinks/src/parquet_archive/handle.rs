@@ -1,18 +1,24 @@
 //! The handle that owns a running archive writer, and the senders that feed it.
 
-use std::sync::mpsc::{self, SendError, SyncSender};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, SendError, SyncSender, TrySendError};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use pipeline::history::{HistoryRow, LogPosition};
 
 use super::barrier::{ArchiveBarrier, ArchiveBarrierError, BarrierReply};
 use super::io_retry::Shared;
 use super::outcome::WriterOutcome;
+use super::reader::HistoryReader;
 use super::recovery::ArchiveRecovery;
 use super::stats::{ArchiveCounters, ArchiveStats};
 use super::watermark::ArchiveWatermark;
 use crate::error::{ArchiveError, ArchiveSendError};
+
+/// Maximum pause between attempts to queue a catch-up message while the queue is full.
+const MAX_CATCH_UP_RETRY_DELAY: Duration = Duration::from_millis(10);
 
 /// A message from a sender to the writer thread.
 #[derive(Debug)]
@@ -29,6 +35,8 @@ pub(super) enum Command {
     },
     /// Commit every open file, then reply on the channel.
     Barrier(mpsc::Sender<BarrierReply>),
+    /// Reply at once: every row queued before is then in an open or committed file.
+    CatchUp(mpsc::Sender<()>),
 }
 
 /// The queue end that every [`ArchiveSender`] clone and the [`ArchiveHandle`] share.
@@ -107,6 +115,49 @@ impl ArchiveSender {
         Ok(ArchiveBarrier::new(reply))
     }
 
+    /// Waits at most `timeout` until the writer has taken every row queued before this call,
+    /// so that those rows are in the uncommitted-row index or in committed files. Returns at
+    /// once if the writer has stopped, because it then has no rows left to take.
+    ///
+    /// The queue may be full, so queueing the message is retried every few milliseconds
+    /// until the timeout instead of blocking.
+    ///
+    /// # Errors
+    ///
+    /// Returns `timeout` if the writer did not take the message in time.
+    pub(super) fn catch_up(&self, timeout: Duration) -> Result<(), Duration> {
+        let deadline = Instant::now() + timeout;
+        let (reply_sender, reply) = mpsc::channel();
+        let mut command = Command::CatchUp(reply_sender);
+        let mut delay = Duration::from_millis(1);
+
+        loop {
+            {
+                // The read lock only guards the `Option`, so a poisoned lock holds valid data.
+                let queue = self.queue.read().unwrap_or_else(PoisonError::into_inner);
+                let Some(sender) = queue.as_ref() else {
+                    return Ok(());
+                };
+                match sender.try_send(command) {
+                    Ok(()) => break,
+                    Err(TrySendError::Disconnected(_)) => return Ok(()),
+                    Err(TrySendError::Full(returned)) => command = returned,
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timeout);
+            }
+            thread::sleep(delay.min(left));
+            delay = (delay * 2).min(MAX_CATCH_UP_RETRY_DELAY);
+        }
+
+        match reply.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(timeout),
+        }
+    }
+
     fn queue_row(
         &self,
         row: HistoryRow,
@@ -125,7 +176,9 @@ impl ArchiveSender {
             .send(Command::Row { row, position })
             .map_err(|SendError(command)| match command {
                 Command::Row { row, .. } => ArchiveSendError::WriterStopped(Box::new(row)),
-                Command::Barrier(_) => unreachable!("this call queued a row, not a barrier"),
+                Command::Barrier(_) | Command::CatchUp(_) => {
+                    unreachable!("this call queued a row, not a barrier or catch-up")
+                }
             })
     }
 }
@@ -137,6 +190,7 @@ impl ArchiveSender {
 /// and the process may exit first. Call [`close`](Self::close) before exit instead.
 #[derive(Debug)]
 pub struct ArchiveHandle {
+    directory: PathBuf,
     sender: ArchiveSender,
     shared: Arc<Shared>,
     thread: JoinHandle<WriterOutcome>,
@@ -145,12 +199,14 @@ pub struct ArchiveHandle {
 
 impl ArchiveHandle {
     pub(super) fn new(
+        directory: &Path,
         sender: SyncSender<Command>,
         shared: Arc<Shared>,
         thread: JoinHandle<WriterOutcome>,
         recovery: ArchiveRecovery,
     ) -> Self {
         Self {
+            directory: directory.to_path_buf(),
             sender: ArchiveSender {
                 queue: Arc::new(RwLock::new(Some(sender))),
             },
@@ -163,6 +219,21 @@ impl ArchiveHandle {
     /// Returns a new sender of rows to this writer.
     pub fn sender(&self) -> ArchiveSender {
         self.sender.clone()
+    }
+
+    /// Returns a reader of this archive's history, which also reads the rows of open files.
+    ///
+    /// A reader keeps the writer's queue open like a sender does: if the handle is dropped
+    /// without [`close`](Self::close), the writer stops only once every sender and reader is
+    /// gone.
+    pub fn reader(&self) -> HistoryReader {
+        HistoryReader::with_writer(&self.directory, Arc::clone(&self.shared), self.sender())
+    }
+
+    /// Estimated memory in bytes of the rows of open files that readers can see, see
+    /// [`ArchiveConfig::uncommitted_index_bytes`](super::ArchiveConfig::uncommitted_index_bytes).
+    pub fn uncommitted_index_bytes(&self) -> usize {
+        self.shared.index.bytes()
     }
 
     /// Returns the live counters, which stay readable after `close`.
@@ -234,5 +305,69 @@ impl ArchiveHandle {
                 first_error: Box::new(first_error),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender_on(queue: SyncSender<Command>) -> ArchiveSender {
+        ArchiveSender {
+            queue: Arc::new(RwLock::new(Some(queue))),
+        }
+    }
+
+    #[test]
+    fn catch_up_returns_once_writer_replies() {
+        let (queue, receiver) = mpsc::sync_channel(4);
+        let writer = thread::spawn(move || match receiver.recv() {
+            Ok(Command::CatchUp(reply)) => reply.send(()).expect("reader waits"),
+            other => panic!("expected a catch-up message, got {other:?}"),
+        });
+
+        let result = sender_on(queue).catch_up(Duration::from_secs(20));
+
+        assert_eq!(result, Ok(()));
+        writer.join().expect("writer thread");
+    }
+
+    #[test]
+    fn catch_up_times_out_on_full_queue() {
+        let (queue, _receiver) = mpsc::sync_channel(1);
+        let sender = sender_on(queue);
+        let (barrier_reply, _barrier_wait) = mpsc::channel();
+        sender
+            .queue
+            .read()
+            .expect("lock")
+            .as_ref()
+            .expect("open queue")
+            .send(Command::Barrier(barrier_reply))
+            .expect("fill the queue");
+
+        let timeout = Duration::from_millis(50);
+
+        assert_eq!(sender.catch_up(timeout), Err(timeout));
+    }
+
+    #[test]
+    fn catch_up_times_out_without_reply() {
+        let (queue, _receiver) = mpsc::sync_channel(4);
+        let timeout = Duration::from_millis(50);
+
+        assert_eq!(sender_on(queue).catch_up(timeout), Err(timeout));
+    }
+
+    #[test]
+    fn catch_up_after_close_returns_at_once() {
+        let closed = ArchiveSender {
+            queue: Arc::new(RwLock::new(None)),
+        };
+        let (queue, receiver) = mpsc::sync_channel(4);
+        drop(receiver);
+
+        assert_eq!(closed.catch_up(Duration::from_secs(20)), Ok(()));
+        assert_eq!(sender_on(queue).catch_up(Duration::from_secs(20)), Ok(()));
     }
 }

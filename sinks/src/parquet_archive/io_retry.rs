@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
+use super::index::UncommittedIndex;
 use super::stats::ArchiveCounters;
 use super::watermark::ArchiveWatermark;
 
@@ -50,6 +51,9 @@ pub const CLOSE_RETRY_ATTEMPTS: u32 = 3;
 pub(super) struct Shared {
     /// Counters for metrics, shared with `ArchiveHandle::counters`.
     pub(super) counters: Arc<ArchiveCounters>,
+
+    /// Rows of the open files, for history readers.
+    pub(super) index: UncommittedIndex,
 
     /// Whether `ArchiveHandle::close` has been called, which limits further retries.
     closing: AtomicBool,

@@ -62,16 +62,29 @@
 //! - String columns are dictionary-encoded, the Parquet writer's default. All but the JSON
 //!   columns have page-level statistics and a column index, so readers can skip data by
 //!   `thing_name` and `accepted_at`. The JSON columns have only row-group statistics.
+//! - Each row group is sorted by `thing_name`, `shadow_name` and `version`, so each
+//!   `thing_name` page covers a narrow range of things and readers skip the pages of other
+//!   things. Row groups follow each other in the order their rows arrived.
+//!
+//! # History reads
+//!
+//! [`ArchiveHandle::reader`] returns a [`HistoryReader`] for the changes of one shadow: a page
+//! of them in version order, the change that produced a version, or the last change at a time.
+//! It reads the committed files, skipping date partitions outside the time range and row
+//! groups by their statistics, and merges the rows of open files from an in-memory index that
+//! the writer keeps. A read first waits until the writer has taken every row queued before
+//! it, so it returns every change that the service acknowledged before the read.
 //!
 //! # Notes
 //!
-//! - Rows become readable when their file is committed: at `max_file_rows` rows,
-//!   `max_file_age_ms` after its first row, at a barrier, or on [`ArchiveHandle::close`].
-//!   Until then they exist only in memory and in the hidden in-progress file.
+//! - Rows become readable for other Parquet readers when their file is committed: at
+//!   `max_file_rows` rows, `max_file_age_ms` after its first row, at a barrier, when the
+//!   uncommitted-row index reaches `uncommitted_index_bytes`, or on [`ArchiveHandle::close`].
+//!   Until then they exist only in memory and in the hidden in-progress file, and only a
+//!   [`HistoryReader`] of the running writer returns them.
 //! - Files that hold rows of a common log, usually the two dates around midnight, are
 //!   committed together. Otherwise the watermark could pass a row that is still in an open
 //!   file.
-//! - Rows are stored in arrival order, not sorted by time or thing.
 //! - At start, in-progress files that were never committed are deleted and logged at WARN,
 //!   one line each with their size. Their logged rows come back from the write-ahead log.
 //!   Their rows without a position are lost. The scan lists every partition folder, so it
@@ -116,14 +129,19 @@
 //! ```
 
 mod barrier;
+mod change;
 mod commit;
 mod config;
 mod file;
 mod handle;
+mod index;
 mod io_retry;
 mod layout;
 mod outcome;
+mod prune;
+mod reader;
 mod recovery;
+mod scan;
 pub mod schema;
 mod state;
 mod stats;
@@ -134,14 +152,17 @@ mod writer;
 mod tests;
 
 pub use barrier::{ArchiveBarrier, ArchiveBarrierError};
+pub use change::{ChangePosition, HistoryChange, HistoryPage, HistoryQuery};
 pub use config::{
     ArchiveConfig, DEFAULT_MAX_FILE_AGE_MS, DEFAULT_MAX_FILE_ROWS, DEFAULT_QUEUE_ROWS,
-    DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL,
+    DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_ROWS, DEFAULT_UNCOMMITTED_INDEX_BYTES,
+    DEFAULT_ZSTD_LEVEL,
 };
 pub use file::WATERMARK_METADATA_KEY;
 pub use handle::{ArchiveHandle, ArchiveSender};
 pub use io_retry::CLOSE_RETRY_ATTEMPTS;
 pub use layout::{IN_PROGRESS_SUFFIX, PARTITION_PREFIX, utc_date};
+pub use reader::{DEFAULT_CATCH_UP_TIMEOUT, HistoryReadError, HistoryReader, ORDER_SLACK_MS};
 pub use recovery::{ArchiveRecovery, RecoveryError, recover};
 pub use state::STATE_FILE_NAME;
 pub use stats::{ArchiveCounters, ArchiveStats};

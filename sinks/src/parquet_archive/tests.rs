@@ -20,11 +20,11 @@ use parquet::basic::{Compression, LogicalType, TimeUnit};
 use parquet::file::metadata::ParquetMetaData;
 use pipeline::history::{ChangeKind, HistoryRow, Origin};
 
-use super::file::BATCH_ROWS;
 use super::io_retry::{RetryingFile, Shared};
 use super::schema::{self, history_schema, parquet_schema, rows_to_batch, writer_properties};
 use super::*;
 
+mod history_reads;
 mod log_positions;
 
 /// 2024-05-01T00:00:00Z in ms since the Unix epoch.
@@ -762,7 +762,8 @@ fn failed_writes_are_retried_into_valid_file() {
     let rows: Vec<HistoryRow> = (1..=2_000)
         .map(|version| row("lamp-1", version, MAY_1 + version as i64))
         .collect();
-    for chunk in rows.chunks(BATCH_ROWS) {
+    // Batches of the Parquet writer's default write batch size.
+    for chunk in rows.chunks(1024) {
         let batch = rows_to_batch(&schema, chunk).expect("batch");
         writer
             .write(&batch)

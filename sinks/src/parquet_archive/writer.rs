@@ -88,16 +88,19 @@ impl ArchiveWriter {
 
         let (sender, receiver) = mpsc::sync_channel(config.queue_rows);
         let shared = Arc::new(Shared::new(recovery.watermark.clone()));
+        let handle_directory = directory.clone();
         let writer = ArchiveWriter {
             committer: Committer::new(directory.clone(), recovery.watermark.clone()),
             filter: PositionFilter::new(&recovery.watermark),
             directory,
-            config,
             settings: FileSettings {
                 schema,
                 parquet_schema,
                 properties,
+                row_group_rows: config.row_group_rows,
+                row_group_bytes: config.row_group_bytes,
             },
+            config,
             shared: Arc::clone(&shared),
             namer: FileNamer::new(),
             open_files: BTreeMap::new(),
@@ -109,7 +112,13 @@ impl ArchiveWriter {
             .spawn(move || writer.run(receiver))
             .map_err(ArchiveError::SpawnThread)?;
 
-        Ok(ArchiveHandle::new(sender, shared, thread, recovery))
+        Ok(ArchiveHandle::new(
+            &handle_directory,
+            sender,
+            shared,
+            thread,
+            recovery,
+        ))
     }
 
     /// Receives rows and barriers until every sender is gone, then commits all open files.
@@ -127,6 +136,11 @@ impl ArchiveWriter {
             match received {
                 Ok(Command::Row { row, position }) => self.append(row, position),
                 Ok(Command::Barrier(reply)) => self.barrier(&reply),
+                // Every row queued before it is in a file and in the index by now. The reader
+                // may have given up waiting, which is allowed.
+                Ok(Command::CatchUp(reply)) => {
+                    let _ = reply.send(());
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -192,6 +206,9 @@ impl ArchiveWriter {
         let Some(file) = self.open_files.get_mut(&date) else {
             return;
         };
+        // Indexed before the push, which takes the row. A failed push gives up the file and
+        // removes its rows from the index again.
+        let index_bytes = self.shared.index.insert(file.in_progress_path(), &row);
         let pushed = file.push(row, position);
         let full = file.rows() >= self.config.max_file_rows;
 
@@ -199,6 +216,14 @@ impl ArchiveWriter {
             self.abandon_group(&date, error);
         } else if full {
             self.commit_group(&date);
+        } else if index_bytes >= self.config.uncommitted_index_bytes {
+            debug!(
+                index_bytes,
+                open_files = self.open_files.len(),
+                "committing open archive files early because the uncommitted-row index is full"
+            );
+            // A failure is already logged and kept for `close`.
+            let _ = self.commit_all();
         }
     }
 
@@ -340,6 +365,9 @@ impl ArchiveWriter {
     fn record_commit_failure(&mut self, failure: CommitFailure) {
         for ranges in &failure.group.log_ranges {
             self.filter.record_lost_ranges(ranges);
+        }
+        for path in &failure.group.in_progress_paths {
+            self.shared.index.remove_file(path);
         }
         self.record_failure(
             failure.group.rows,
