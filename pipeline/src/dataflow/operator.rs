@@ -35,7 +35,7 @@ use crate::durable::{CheckpointRequests, WorkerLog, WorkerSnapshot};
 use crate::history::{ChangeKind, LogPosition};
 use crate::shadow::{Limits, ShadowError, ShadowKey};
 
-/// What one worker's `Shadow: Apply` operator needs besides its requests.
+/// Settings and state of one worker's `Shadow: Apply` operator, besides its requests.
 pub struct WorkerSetup {
     /// Limits applied to every request.
     pub limits: Limits,
@@ -45,7 +45,7 @@ pub struct WorkerSetup {
     pub checkpoints: Option<Arc<CheckpointRequests>>,
     /// Shadows recovered at start-up that this worker owns.
     pub recovered: Vec<(ShadowKey, KeyState)>,
-    /// Where history rows go once their changes are durable.
+    /// Destination of history rows once their changes are durable.
     pub outputs: Arc<dyn ShadowOutputs>,
 }
 
@@ -226,7 +226,7 @@ fn push_change(changes: &mut TimedChanges, time: Time, change: Change) {
 struct Batch {
     outcomes: Vec<Outcome>,
     changes: TimedChanges,
-    /// What each changed key held before the batch, in change order.
+    /// State of each changed key before the batch, in change order.
     undo: Vec<(ShadowKey, KeyState)>,
     /// Log position of each logged outcome, by index into `outcomes`.
     positions: Vec<(usize, LogPosition)>,

@@ -47,7 +47,7 @@ pub struct ViewSpec {
     pub id: u64,
     /// The view's evaluation per thing.
     pub logic: Arc<ViewLogic>,
-    /// Where the view's results go.
+    /// Destination of the view's results.
     pub sink: Arc<dyn ViewSink>,
 }
 

@@ -24,7 +24,7 @@ use super::format::{
 use crate::dataflow::KeyState;
 use crate::shadow::ShadowKey;
 
-/// Waits until the archive holds every row sent before the barrier was placed.
+/// Waits until the archive contains every row sent before the barrier was placed.
 pub type ArchiveBarrier = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// One worker's part of a checkpoint.
@@ -33,7 +33,7 @@ pub struct WorkerSnapshot {
     pub id: u64,
     /// Worker index.
     pub worker: u32,
-    /// Lsn of the worker's next log record: the snapshot holds every record before it.
+    /// Lsn of the worker's next log record: the snapshot contains every record before it.
     pub next_lsn: u64,
     /// Every live shadow and tombstone of the worker, or why the worker could not take them.
     pub entries: Result<Vec<(ShadowKey, KeyState)>, String>,
@@ -112,7 +112,7 @@ impl CheckpointRequests {
     }
 }
 
-/// Where the result of a requested checkpoint goes.
+/// Sender of the result of a requested checkpoint.
 type ReportSender = mpsc::Sender<Result<CheckpointReport, String>>;
 
 enum Command {

@@ -3,7 +3,7 @@
 //! Each dataflow worker appends the changes it accepts to its own log, and commits every batch
 //! before any response to that batch leaves the worker. In `sync` mode one `fdatasync` covers
 //! the whole batch (group commit): requests that arrive during a sync wait in the request channel
-//! and form the next batch. A batch whose log write fails is undone in memory and answered with
+//! and form the next batch. A batch whose log write fails is undone in memory and rejected with
 //! 503, so the shadows never hold a change that the log lacks.
 //!
 //! In the background, checkpoints write every worker's shadows to snapshot files. A checkpoint
@@ -47,7 +47,7 @@ pub enum Durability {
     /// After the log write; the log is synced at least every `interval`. A process crash loses
     /// nothing, a power loss at most the changes of the last `interval`.
     Batch {
-        /// Longest time between two syncs of a log with unsynced changes.
+        /// Maximum time between two syncs of a log with unsynced changes.
         interval: Duration,
     },
     /// No log: shadows live in memory only and a restart starts empty.

@@ -26,7 +26,7 @@ pub struct Recovered {
     pub generation: u64,
     /// Id of the next checkpoint.
     pub next_checkpoint_id: u64,
-    /// What recovery read and how long it took.
+    /// Counts and duration of the recovery.
     pub stats: RecoveryStats,
 }
 
@@ -64,7 +64,7 @@ pub enum RecoveryError {
         position: LogPosition,
         /// Shadow it changes.
         key: String,
-        /// What does not fit.
+        /// Reason the record does not apply.
         reason: String,
     },
     /// A folder could not be read.
@@ -79,7 +79,7 @@ pub enum RecoveryError {
 }
 
 /// Rebuilds the shadows from the latest checkpoint and the log, and partitions them over
-/// `workers`. `archived` says whether the history archive already holds a change.
+/// `workers`. `archived` returns whether the history archive already contains a change.
 ///
 /// # Errors
 /// Returns [`RecoveryError`] when a file is corrupt or a record does not apply.

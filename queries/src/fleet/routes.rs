@@ -125,7 +125,7 @@ async fn blocking(handler: impl FnOnce() -> Response + Send + 'static) -> Respon
     }
 }
 
-/// Answers one of AWS's fleet-indexing requests with a temporary view.
+/// Responds to one of AWS's fleet-indexing requests with a temporary view.
 fn one_off(views: &FleetViews, kind: &str, body: &[u8]) -> Response {
     let limits = QueryLimits::default();
     let parsed = match kind {

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 /// Changes a lagging change stream may fall behind before it misses some.
 const CHANGE_BUFFER: usize = 4096;
 
-/// What a view computes over the things its query matches.
+/// Computation of a view over the things its query matches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
     rename_all = "camelCase",
@@ -44,7 +44,7 @@ pub enum Aggregation {
     Buckets {
         /// The aggregated field.
         field: String,
-        /// Most buckets to return.
+        /// Maximum number of buckets to return.
         max_buckets: usize,
     },
     /// Things with a pending delta, with the time their oldest pending desired value was set.
@@ -59,7 +59,7 @@ pub struct ViewDefinition {
     pub id: u64,
     /// Fleet-indexing query that selects the things.
     pub query_string: String,
-    /// What the view computes over the matching things.
+    /// Computation over the matching things.
     pub aggregation: Aggregation,
 }
 
@@ -271,7 +271,7 @@ impl ViewSink for LiveView {
             } else if answer.rows.get(&thing) == Some(&row) {
                 answer.rows.remove(&thing);
             }
-            // No receiver is normal: nobody watches the stream.
+            // Sending fails when no stream is open, which is normal.
             let _ = self.changes.send(ViewChange {
                 time,
                 thing_name: thing,
