@@ -25,7 +25,7 @@ pub struct CommitError {
 /// The log of one worker in one generation.
 ///
 /// Records go to a buffer with [`WorkerLog::push`]; [`WorkerLog::commit`] writes them and, in
-/// `sync` mode, syncs them. A failed commit drops the batch from the file, so the log holds
+/// `sync` mode, syncs them. A failed commit drops the batch from the file, so the log contains
 /// exactly the committed records; the next batch starts a new segment at the next lsn.
 pub struct WorkerLog {
     mode: Durability,
