@@ -72,6 +72,14 @@ impl Default for MqttClientConfig {
 }
 
 impl MqttClientConfig {
+    /// Returns the network settings of the service's connections. TCP_NODELAY is on, so that
+    /// Nagle's algorithm does not hold small responses back while it waits for an ACK.
+    pub fn network_options(&self) -> rumqttc::NetworkOptions {
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network
+    }
+
     /// Builds client options for the connection with `role` to `broker`.
     pub fn options(&self, broker: &BrokerAddress, role: &str) -> MqttOptions {
         let client_id = format!("{}-{role}-{}", self.client_id, std::process::id());

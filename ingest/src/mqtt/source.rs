@@ -48,6 +48,7 @@ pub async fn run_source(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (client, mut event_loop) = AsyncClient::new(config.options(&broker, "requests"), 1024);
+    event_loop.set_network_options(config.network_options());
     let mut ready = ready;
     let mut last_error_log: Option<Instant> = None;
     loop {

@@ -112,7 +112,8 @@ pub fn spawn_publisher(
     let mut forwards = Vec::new();
     for index in 0..config.publisher_connections.max(1) {
         let role = format!("responses-{index}");
-        let (client, event_loop) = AsyncClient::new(config.options(broker, &role), 4096);
+        let (client, mut event_loop) = AsyncClient::new(config.options(broker, &role), 4096);
+        event_loop.set_network_options(config.network_options());
         let (sender, receiver) = mpsc::channel(DEFAULT_QUEUE_MESSAGES);
         let acknowledged = Arc::new(AtomicU64::new(0));
         let connection = tokio::spawn(drive_connection(
