@@ -36,11 +36,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::trace::TraceReader;
+use timely::PartialOrder;
 use timely::WorkerConfig;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::progress::Antichain;
 
 pub(crate) use deliver::history_row;
 pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
@@ -251,13 +253,35 @@ pub fn spawn_with_receiver(
         // Steps the dataflows until all have ended, installing and dropping views between steps.
         while worker.step_or_park(Some(VIEW_COMMAND_POLL)) {
             installed.apply(worker, &mut trace, &commands);
-            let frontier = progress.with_frontier(|frontier| frontier.to_owned());
+            let frontier = compaction_frontier(&mut trace, &progress);
             trace.set_logical_compaction(frontier.borrow());
             trace.set_physical_compaction(frontier.borrow());
         }
     })
     .map_err(|message| StartError { workers, message })?;
     Ok(DataflowHandle { guards, views })
+}
+
+/// Returns how far the shared trace may compact: up to the dataflow's progress, but no further
+/// than the upper bound of its last batch with updates.
+///
+/// NOTE: an import replays only batches with updates. If physical compaction ran past the
+/// last of them, a view imported then asks its trace for an earlier frontier than its handle
+/// allows, and differential-dataflow 0.26 panics in `Spine`. Holding compaction at that bound
+/// avoids it; the real fix belongs in differential-dataflow's import.
+fn compaction_frontier(trace: &mut ThingTrace, progress: &ProbeHandle<Time>) -> Antichain<Time> {
+    let frontier = progress.with_frontier(|frontier| frontier.to_owned());
+    let mut upper = Antichain::from_elem(0);
+    trace.map_spans(|span| {
+        if span.has_updates() {
+            upper.clone_from(span.upper());
+        }
+    });
+    if PartialOrder::less_equal(&upper, &frontier) {
+        upper
+    } else {
+        frontier
+    }
 }
 
 /// Longest time an idle worker waits before it looks for view commands.
