@@ -31,7 +31,7 @@ use pipeline::dataflow::{
     ViewSink, ViewSpec,
 };
 use pipeline::fleet::{
-    AggregationValue, Field, FieldType, FleetDocument, Query, ShadowFields, Statistics, ValueCounts,
+    AggregationValue, Field, FieldType, FleetDocument, Query, Statistics, ValueCounts,
 };
 use pipeline::history::{HistoryRow, LogPosition, Origin};
 use pipeline::shadow::{Limits, ShadowKey};
@@ -366,14 +366,7 @@ fn evaluate(
     thing: &str,
     shadows: &[&ThingShadow],
 ) -> Option<Vec<AggregationValue>> {
-    let mut document = FleetDocument::new(thing);
-    for (name, version) in shadows {
-        let fields = ShadowFields::from_version(version);
-        document = match name {
-            None => document.with_classic(fields),
-            Some(name) => document.with_named(name, fields),
-        };
-    }
+    let document = FleetDocument::from_shadows(thing, shadows);
     if !query.matches(&document) {
         return None;
     }

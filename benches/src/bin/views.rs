@@ -42,7 +42,7 @@ use pipeline::dataflow::{
     RequestSender, ShadowOutputs, ShadowVersion, ThingShadow, Time, ViewCommand, ViewControl,
     ViewLogic, ViewSink, ViewSpec,
 };
-use pipeline::fleet::{AggregationValue, Field, FleetDocument, Query, ShadowFields};
+use pipeline::fleet::{AggregationValue, Field, FleetDocument, Query};
 use pipeline::history::{HistoryRow, LogPosition, Origin};
 use pipeline::shadow::{Limits, ShadowKey};
 use serde_json::{Value, json};
@@ -160,14 +160,7 @@ fn row_logic(
     field: Option<Field>,
 ) -> impl Fn(&str, &[&ThingShadow]) -> Option<String> + Send + Sync + 'static {
     move |thing: &str, shadows: &[&ThingShadow]| {
-        let mut document = FleetDocument::new(thing);
-        for (name, version) in shadows {
-            let fields = ShadowFields::from_version(version);
-            document = match name {
-                None => document.with_classic(fields),
-                Some(name) => document.with_named(name, fields),
-            };
-        }
+        let document = FleetDocument::from_shadows(thing, shadows);
         if !query.matches(&document) {
             return None;
         }

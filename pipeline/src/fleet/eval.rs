@@ -37,7 +37,7 @@ use super::aggregate::AggregationValue;
 use super::query::{
     Bound, Expr, Field, Predicate, Query, Section, ShadowName, ShadowProperty, Term, Value,
 };
-use crate::dataflow::ShadowVersion;
+use crate::dataflow::{ShadowVersion, ThingShadow};
 use crate::shadow::{Delta, Shadow};
 
 /// The searchable fields of one shadow.
@@ -111,6 +111,21 @@ impl<'a> FleetDocument<'a> {
             classic: None,
             named: Vec::new(),
         }
+    }
+
+    /// Builds the document of a thing from its shadows as the dataflow's by-thing arrangement
+    /// holds them: `(None, version)` for the classic shadow, `(Some(name), version)` for each
+    /// named one.
+    pub fn from_shadows(thing_name: &'a str, shadows: &[&'a ThingShadow]) -> Self {
+        let mut document = Self::new(thing_name);
+        for (name, version) in shadows {
+            let fields = ShadowFields::from_version(version);
+            document = match name {
+                None => document.with_classic(fields),
+                Some(name) => document.with_named(name, fields),
+            };
+        }
+        document
     }
 
     /// Sets the classic (unnamed) shadow.

@@ -5,7 +5,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pipeline::dataflow::{ThingShadow, Time, ViewSink};
-use pipeline::fleet::{AggregationValue, Field, FleetDocument, Query, ShadowFields, ValueCounts};
+use pipeline::fleet::{AggregationValue, Field, FleetDocument, Query, ValueCounts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -87,14 +87,7 @@ pub fn row_logic(
 ) -> impl Fn(&str, &[&ThingShadow]) -> Option<String> + Send + Sync + 'static {
     let aggregation = aggregation.clone();
     move |thing: &str, shadows: &[&ThingShadow]| {
-        let mut document = FleetDocument::new(thing);
-        for (name, version) in shadows {
-            let fields = ShadowFields::from_version(version);
-            document = match name {
-                None => document.with_classic(fields),
-                Some(name) => document.with_named(name, fields),
-            };
-        }
+        let document = FleetDocument::from_shadows(thing, shadows);
         if !query.matches(&document) {
             return None;
         }
