@@ -44,8 +44,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::progress::Antichain;
 
-pub(crate) use deliver::history_row;
 pub use deliver::{HttpReply, MqttMessage, ShadowOutputs, deliver_delta, deliver_outcome};
+pub(crate) use deliver::{delete_row, history_row};
 pub use deltas::PendingDeltas;
 pub use in_flight::InFlight;
 pub use operator::{MaintainShadows, WorkerSetup};
@@ -118,7 +118,7 @@ impl Default for DataflowConfig {
     }
 }
 
-/// What the workers need to log their changes, prepared by recovery.
+/// Settings and recovered shadows the workers need to log their changes, prepared by recovery.
 pub struct DurableSetup {
     /// When a change counts as durable.
     pub mode: Durability,
@@ -266,7 +266,7 @@ pub fn spawn_with_receiver(
 /// than the upper bound of its last batch with updates.
 ///
 /// NOTE: an import replays only batches with updates. If physical compaction ran past the
-/// last of them, a view imported then asks its trace for an earlier frontier than its handle
+/// last of them, a view imported then requests an earlier frontier from its trace than its handle
 /// allows, and differential-dataflow 0.26 panics in `Spine`. Holding compaction at that bound
 /// avoids it; the real fix belongs in differential-dataflow's import.
 fn compaction_frontier(trace: &mut ThingTrace, progress: &ProbeHandle<Time>) -> Antichain<Time> {
@@ -284,7 +284,7 @@ fn compaction_frontier(trace: &mut ThingTrace, progress: &ProbeHandle<Time>) -> 
     }
 }
 
-/// Longest time an idle worker waits before it looks for view commands.
+/// Maximum time an idle worker waits before it looks for view commands.
 const VIEW_COMMAND_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Builds the shadow dataflow in `scope`. Returns the shadows arranged by thing name, for views,

@@ -24,9 +24,9 @@ pub struct CommitError {
 
 /// The log of one worker in one generation.
 ///
-/// Records go to a buffer with [`WorkerLog::push`]; [`WorkerLog::commit`] writes them and, in
-/// `sync` mode, syncs them. A failed commit drops the batch from the file, so the log contains
-/// exactly the committed records; the next batch starts a new segment at the next lsn.
+/// Records go to a buffer with [`WorkerLog::push`], and [`WorkerLog::commit`] writes them and,
+/// in `sync` mode, syncs them. A failed commit drops the batch from the file, so the log contains
+/// exactly the committed records. The next batch then starts a new segment at the next lsn.
 pub struct WorkerLog {
     mode: Durability,
     dir: PathBuf,
@@ -65,11 +65,6 @@ impl WorkerLog {
             unsynced: false,
             failing: false,
         }
-    }
-
-    /// Returns the log's durability mode.
-    pub fn mode(&self) -> Durability {
-        self.mode
     }
 
     /// Returns the lsn the next committed record gets: the position a checkpoint taken now

@@ -7,9 +7,9 @@
 //! 503, so the shadows never hold a change that the log lacks.
 //!
 //! In the background, checkpoints write every worker's shadows to snapshot files. A checkpoint
-//! completes once every worker's snapshot is written and the history archive holds every change
-//! before it; the log segments it covers are then deleted. On start-up, [`recover`] rebuilds the
-//! shadows from the latest checkpoint and the log after it.
+//! completes once every worker's snapshot is written and the history archive contains every
+//! change before it. The log segments it covers are then deleted. On start-up, [`recover`]
+//! rebuilds the shadows from the latest checkpoint and the log after it.
 //!
 //! # Layout
 //! - `format`: the files: log segments, snapshots and checkpoint manifests.
@@ -28,9 +28,7 @@ mod checkpoint;
 mod log;
 mod recovery;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 pub use checkpoint::{
@@ -52,47 +50,6 @@ pub enum Durability {
     },
     /// No log: shadows live in memory only and a restart starts empty.
     None,
-}
-
-impl Durability {
-    /// Default sync interval of [`Durability::Batch`].
-    pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(10);
-
-    /// Returns whether changes are logged at all.
-    pub fn is_logged(self) -> bool {
-        self != Durability::None
-    }
-}
-
-impl fmt::Display for Durability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Durability::Sync => f.write_str("sync"),
-            Durability::Batch { interval } => write!(f, "batch ({} ms)", interval.as_millis()),
-            Durability::None => f.write_str("none"),
-        }
-    }
-}
-
-/// Error parsing a durability mode name.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid durability {0:?}: expected sync, batch or none")]
-pub struct ParseDurabilityError(String);
-
-impl FromStr for Durability {
-    type Err = ParseDurabilityError;
-
-    /// Parses `sync`, `batch` (with the default interval) or `none`.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "sync" => Ok(Durability::Sync),
-            "batch" => Ok(Durability::Batch {
-                interval: Durability::DEFAULT_BATCH_INTERVAL,
-            }),
-            "none" => Ok(Durability::None),
-            _ => Err(ParseDurabilityError(text.to_owned())),
-        }
-    }
 }
 
 /// Folders of the durable state under the service's data folder.

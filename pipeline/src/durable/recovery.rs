@@ -12,7 +12,7 @@ use super::format::{
     LogError, LogRecord, ReplayReport, latest_checkpoint, next_checkpoint_id, read_snapshot,
     replay_log, snapshot_path,
 };
-use crate::dataflow::{KeyState, ShadowVersion, history_row};
+use crate::dataflow::{KeyState, ShadowVersion, delete_row, history_row};
 use crate::history::{ChangeKind, HistoryRow, LogPosition};
 use crate::shadow::{Limits, ShadowKey, apply_update, decode_update};
 
@@ -231,19 +231,13 @@ fn record_row(record: LogRecord, current: Option<&ShadowVersion>) -> HistoryRow 
             record.request_state.unwrap_or_default(),
             record.origin,
         ),
-        _ => HistoryRow {
-            thing_name: record.key.thing_name,
-            shadow_name: record.key.shadow_name,
-            change: ChangeKind::Delete,
-            version: record.version,
-            accepted_at_ms: record.accepted_at_ms,
-            origin: record.origin,
-            client_token: record.client_token,
-            request_state: None,
-            desired: None,
-            reported: None,
-            delta: None,
-        },
+        _ => delete_row(
+            record.key,
+            record.version,
+            record.accepted_at_ms,
+            record.origin,
+            record.client_token,
+        ),
     }
 }
 
