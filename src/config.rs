@@ -76,7 +76,7 @@ pub struct ServeArgs {
     /// (after the write; synced every --durability-batch-ms) or none (memory only) [default: sync].
     #[arg(long, value_name = "MODE")]
     pub durability: Option<DurabilityMode>,
-    /// Longest time between two syncs of the write-ahead log in batch mode [default: 10].
+    /// Maximum time between two syncs of the write-ahead log in batch mode [default: 10].
     #[arg(long, value_name = "MS")]
     pub durability_batch_ms: Option<u64>,
     /// Seconds between two checkpoints; 0 takes them only at shutdown [default: 300].
@@ -102,7 +102,7 @@ pub enum DurabilityMode {
 pub struct DurabilitySection {
     /// When an update is acknowledged.
     pub mode: DurabilityMode,
-    /// Longest time between two syncs in batch mode, in milliseconds.
+    /// Maximum time between two syncs in batch mode, in milliseconds.
     pub batch_interval_ms: u64,
     /// Seconds between two checkpoints; 0 takes them only at shutdown.
     pub checkpoint_interval_s: u64,

@@ -62,7 +62,7 @@ fn level_view(_thing: &str, shadows: &[&ThingShadow]) -> Option<String> {
     (level >= 2).then(|| level.to_string())
 }
 
-/// The same query, from scratch over a model state.
+/// Evaluates the same query from scratch over a model state.
 fn expected(model: &ShadowState, things: usize) -> BTreeMap<String, String> {
     (0..things)
         .filter_map(|thing| {
@@ -101,7 +101,7 @@ fn request(thing: usize, named: bool, level: Option<i64>, index: usize) -> Reque
 }
 
 /// Runs `steps` through the dataflow, installs view A before step `install_at`, installs view B
-/// at the start and drops it before step `remove_at`, and checks A's final answer.
+/// at the start and drops it before step `remove_at`, and checks A's final result.
 fn run(workers: usize, steps: &[(usize, bool, Option<i64>)], install_at: usize, remove_at: usize) {
     let things = 6;
     let requests: Vec<Request> = steps

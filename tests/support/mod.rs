@@ -47,7 +47,7 @@ pub struct Service {
 }
 
 /// Faults every service under test injects: applying an update whose clientToken is
-/// `fault-injected-panic` panics, which the service must answer with 500.
+/// `fault-injected-panic` panics, which the service must reject with 500.
 const INJECTED_FAULTS: &str = "shadow-update=return(fault-injected-panic)";
 
 impl Service {

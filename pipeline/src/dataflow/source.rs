@@ -180,7 +180,7 @@ pub fn request_source<'scope>(
             let _ = receiver.wakeup.activator.set(activator);
         }
         let mut capability = receiver.is_some().then_some(capability);
-        // Epoch 0 holds the shadows recovered at start-up; requests start after it.
+        // Epoch 0 contains the shadows recovered at start-up, so requests start after it.
         let mut epoch = FIRST_REQUEST_EPOCH;
         if let Some(held) = capability.as_mut() {
             held.downgrade(&epoch_start(epoch));

@@ -343,7 +343,7 @@ impl ShadowState {
     }
 }
 
-/// What a shadow key holds: the live shadow, or the tombstone of a deleted one.
+/// State of one shadow key: the live shadow, or the tombstone of a deleted one.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KeyState {
     /// The live shadow, `None` when it does not exist.
@@ -353,7 +353,7 @@ pub struct KeyState {
 }
 
 impl ShadowState {
-    /// Returns what `key` holds now, for undoing a change or checkpointing.
+    /// Returns the current state of `key`, for undoing a change or checkpointing.
     pub fn key_state(&self, key: &ShadowKey) -> KeyState {
         self.entries
             .get(key)

@@ -5,7 +5,7 @@
 //! runtime: it imports the shared arrangement (so it starts from the current shadows without
 //! copying them) and reduces each thing's shadows to the view's row for that thing, if the thing
 //! matches. Only the things whose shadows change are evaluated again, so the cost of keeping a
-//! view does not grow with the fleet. Each view's changes, and how far its answer is complete,
+//! view does not grow with the fleet. Each view's changes, and how far its result is complete,
 //! go to its [`ViewSink`]. Dropping a view drops its dataflow and the memory it holds.
 
 use std::collections::HashMap;

@@ -114,7 +114,7 @@ impl<'a> FleetDocument<'a> {
     }
 
     /// Builds the document of a thing from its shadows as the dataflow's by-thing arrangement
-    /// holds them: `(None, version)` for the classic shadow, `(Some(name), version)` for each
+    /// contains them: `(None, version)` for the classic shadow, `(Some(name), version)` for each
     /// named one.
     pub fn from_shadows(thing_name: &'a str, shadows: &[&'a ThingShadow]) -> Self {
         let mut document = Self::new(thing_name);

@@ -1,6 +1,6 @@
 //! Fleet queries over all shadows: AWS fleet-indexing requests, continuous views and watches.
 //!
-//! Every answer comes from a view in the dataflow (see `pipeline::dataflow::ViewControl`): a
+//! Every result comes from a view in the dataflow (see `pipeline::dataflow::ViewControl`): a
 //! continuous view lives until it is deleted, a one-off query (`/indices/...`) installs a
 //! temporary view, reads it once and drops it, and a watch of one shadow lives as long as its
 //! event stream.

@@ -335,7 +335,7 @@ impl Drop for TemporaryView {
     }
 }
 
-/// Renders a view's current answer.
+/// Renders a view's current result.
 ///
 /// Search views page through the matching things in name order: `max_results` per page,
 /// starting after `next_token` (the last thing name of the previous page).

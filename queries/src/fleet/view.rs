@@ -1,4 +1,4 @@
-//! One live view: its definition, its current answer, and the stream of its changes.
+//! One live view: its definition, its current result, and the stream of its changes.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -167,11 +167,11 @@ pub struct ViewChange {
     pub thing_name: String,
     /// The row, as JSON.
     pub row: Value,
-    /// +1 when the row entered the answer, -1 when it left.
+    /// +1 when the row entered the result, -1 when it left.
     pub diff: isize,
 }
 
-/// The current answer: each matching thing's row, and the multiset of aggregated values.
+/// Current result of a view: each matching thing's row, and the multiset of aggregated values.
 #[derive(Default)]
 pub struct Answer {
     /// Row of each matching thing, in thing-name order.
