@@ -41,16 +41,19 @@ use crate::dataflow::{ShadowVersion, ThingShadow};
 use crate::shadow::{Delta, Shadow};
 
 /// The searchable fields of one shadow.
+///
+/// Each state is the compact JSON text of an object, as the shadow stores it, and is read by
+/// streaming through the text for each term.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ShadowFields<'a> {
-    /// The `desired` state, `None` when empty.
-    pub desired: Option<&'a Map<String, JsonValue>>,
+    /// The `desired` state as JSON text, `None` when empty.
+    pub desired: Option<&'a str>,
 
-    /// The `reported` state, `None` when empty.
-    pub reported: Option<&'a Map<String, JsonValue>>,
+    /// The `reported` state as JSON text, `None` when empty.
+    pub reported: Option<&'a str>,
 
-    /// The delta state, `None` when desired and reported agree.
-    pub delta: Option<&'a Map<String, JsonValue>>,
+    /// The delta state as JSON text, `None` when desired and reported agree.
+    pub delta: Option<&'a str>,
 
     /// The shadow version.
     pub version: u64,
@@ -60,9 +63,9 @@ impl<'a> ShadowFields<'a> {
     /// Borrows the fields of a shadow and its delta.
     pub fn new(shadow: &'a Shadow, delta: Option<&'a Delta>) -> Self {
         Self {
-            desired: shadow.desired(),
-            reported: shadow.reported(),
-            delta: delta.map(Delta::state),
+            desired: shadow.desired_text(),
+            reported: shadow.reported_text(),
+            delta: delta.map(Delta::state_text),
             version: shadow.version(),
         }
     }
@@ -74,10 +77,10 @@ impl<'a> ShadowFields<'a> {
 
     /// Returns true when the delta has at least one key.
     pub fn has_delta(&self) -> bool {
-        self.delta.is_some_and(|delta| !delta.is_empty())
+        self.delta.is_some_and(|delta| delta != "{}")
     }
 
-    fn section(&self, section: Section) -> Option<&'a Map<String, JsonValue>> {
+    fn section(&self, section: Section) -> Option<&'a str> {
         match section {
             Section::Desired => self.desired,
             Section::Reported => self.reported,
@@ -85,7 +88,7 @@ impl<'a> ShadowFields<'a> {
         }
     }
 
-    fn sections(&self) -> impl Iterator<Item = &'a Map<String, JsonValue>> {
+    fn sections(&self) -> impl Iterator<Item = &'a str> {
         [self.desired, self.reported, self.delta]
             .into_iter()
             .flatten()
@@ -185,9 +188,9 @@ impl Query {
     /// use pipeline::fleet::query::Query;
     /// use serde_json::json;
     ///
-    /// let reported = json!({"battery": 15, "ids": [1, 2]});
+    /// let reported = json!({"battery": 15, "ids": [1, 2]}).to_string();
     /// let fields = ShadowFields {
-    ///     reported: reported.as_object(),
+    ///     reported: Some(&reported),
     ///     version: 3,
     ///     ..ShadowFields::default()
     /// };
@@ -222,7 +225,7 @@ fn term_matches(term: &Term, document: &FleetDocument<'_>) -> bool {
                 || document
                     .shadows()
                     .flat_map(ShadowFields::sections)
-                    .any(|section| section.values().any(|value| any_scalar(value, &mut test)))
+                    .any(|section| any_scalar_in(section, &mut test))
         }
     }
 }
@@ -264,32 +267,20 @@ fn any_leaf(
         ShadowProperty::HasDelta => test(Leaf::Bool(fields.has_delta())),
         ShadowProperty::Version => test(Leaf::Number(Numeric::from_u64(fields.version))),
         ShadowProperty::State { section, path } => {
-            let Some((first, rest)) = path.split_first() else {
+            if path.is_empty() {
                 return false;
-            };
+            }
             fields
                 .section(*section)
-                .and_then(|state| state.get(first))
-                .is_some_and(|value| any_at_path(value, rest, test))
+                .is_some_and(|state| path::any_at_path(state, path, test))
         }
     }
 }
 
-/// Follows `path` from `value`, going into every element of each array on the way.
-fn any_at_path(value: &JsonValue, path: &[String], test: &mut dyn FnMut(Leaf<'_>) -> bool) -> bool {
-    match value {
-        JsonValue::Array(elements) => elements
-            .iter()
-            .any(|element| any_at_path(element, path, test)),
-        JsonValue::Object(object) => match path.split_first() {
-            None => test(Leaf::Object),
-            Some((key, rest)) => object
-                .get(key)
-                .is_some_and(|child| any_at_path(child, rest, test)),
-        },
-        scalar if path.is_empty() => scalar_leaf(scalar).is_some_and(test),
-        _ => false,
-    }
+/// Calls `test` on every scalar of the JSON object text `state`, for terms without a field.
+fn any_scalar_in(state: &str, test: &mut dyn FnMut(Leaf<'_>) -> bool) -> bool {
+    serde_json::from_str::<Map<String, JsonValue>>(state)
+        .is_ok_and(|state| state.values().any(|value| any_scalar(value, test)))
 }
 
 /// Calls `test` on every scalar inside `value`, for terms without a field.
@@ -351,6 +342,7 @@ fn compare_leaf(leaf: Leaf<'_>, text: &str) -> Option<Ordering> {
 }
 
 mod compare;
+mod path;
 
 #[cfg(test)]
 mod tests;

@@ -21,12 +21,13 @@
 //! };
 //! use serde_json::json;
 //!
-//! let states = [json!({"fw": "1.2"}), json!({"fw": "1.3"}), json!({"fw": "1.2"})];
+//! let states = [json!({"fw": "1.2"}), json!({"fw": "1.3"}), json!({"fw": "1.2"})]
+//!     .map(|state| state.to_string());
 //! let documents: Vec<FleetDocument> = ["lamp-1", "lamp-2", "fan-1"]
 //!     .into_iter()
 //!     .zip(&states)
 //!     .map(|(thing, state)| {
-//!         let reported = state.as_object();
+//!         let reported = Some(state.as_str());
 //!         FleetDocument::new(thing).with_classic(ShadowFields { reported, ..Default::default() })
 //!     })
 //!     .collect();

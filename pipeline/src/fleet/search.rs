@@ -59,15 +59,12 @@ pub fn search_index_document(things: Vec<Value>, next_token: Option<&str>) -> Va
 
 /// Renders the sections of one shadow: state, delta, metadata, `hasDelta` and `version`.
 fn shadow_sections(version: &ShadowVersion) -> Map<String, Value> {
-    let mut sections = version.shadow.state_value();
+    let (mut sections, rendered) = version.shadow.state_and_metadata_value();
     let delta = version.delta();
     if let Some(delta) = delta {
-        sections.insert("delta".to_owned(), Value::Object(delta.state().clone()));
+        sections.insert("delta".to_owned(), Value::Object(delta.state()));
     }
-    sections.insert(
-        "metadata".to_owned(),
-        Value::Object(version.shadow.metadata_value()),
-    );
+    sections.insert("metadata".to_owned(), Value::Object(rendered));
     sections.insert("hasDelta".to_owned(), json!(delta.is_some()));
     sections.insert("version".to_owned(), json!(version.version()));
     sections

@@ -21,100 +21,170 @@
 //!   same, and the AWS cloud behaviour is undocumented. Integers and floats compare exactly, without
 //!   rounding the integer to a float.
 
-use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::sync::Arc;
+
 use serde_json::{Map, Number, Value};
 
-use super::document::{Shadow, compact_json};
-use super::metadata::{self, Metadata, MetadataMap};
+use super::compact;
+use super::document::{Shadow, parse_stored};
+use super::metadata::{StampCursor, Stamps};
 
 /// The difference between a shadow's `desired` and `reported` state.
 ///
-/// Design: never empty, because [`compute_delta`] returns `None` instead.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Design: never empty, because [`compute_delta`] returns `None` instead. Stored like a shadow
+/// section, as compact JSON text and desired-side leaf timestamps, so a delta equal to the whole
+/// `desired` section shares its text.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Delta {
-    state: Map<String, Value>,
-    metadata: MetadataMap,
+    json: Arc<str>,
+    stamps: Stamps,
 }
 
 impl Delta {
     /// Returns the earliest time, in epoch seconds, at which a desired value of the delta was
     /// written: how long the oldest pending change has waited for the device.
     pub fn oldest_timestamp(&self) -> Option<i64> {
-        fn oldest(metadata: &MetadataMap) -> Option<i64> {
-            metadata
-                .values()
-                .filter_map(|entry| match entry {
-                    Metadata::Timestamp(timestamp) => Some(*timestamp),
-                    Metadata::Object(members) => oldest(members),
-                })
-                .min()
-        }
-        oldest(&self.metadata)
+        Some(self.stamps.min())
     }
 
-    /// Returns the delta state: the desired values that `reported` does not match.
-    pub fn state(&self) -> &Map<String, Value> {
-        &self.state
+    /// Returns the delta state, parsed from its stored text: the desired values that `reported`
+    /// does not match.
+    pub fn state(&self) -> Map<String, Value> {
+        parse_stored(&self.json)
     }
 
     /// Returns the compact JSON of the delta state.
     pub fn state_json(&self) -> String {
-        compact_json(&self.state)
+        self.json.to_string()
+    }
+
+    /// Borrows the compact JSON of the delta state.
+    pub(crate) fn state_text(&self) -> &str {
+        &self.json
+    }
+
+    /// Returns the desired-side leaf timestamps of the delta state.
+    pub(crate) fn stamps(&self) -> &Stamps {
+        &self.stamps
     }
 
     /// Renders the delta's metadata (desired-side timestamps) in the AWS layout.
     pub(crate) fn metadata_value(&self) -> Value {
-        metadata::render_object(&self.state, &self.metadata)
+        Value::Object(self.stamps.render(&self.state()))
     }
 }
 
 /// Computes the delta of a shadow, or `None` when `desired` is empty or fully matched by
 /// `reported`.
 pub fn compute_delta(shadow: &Shadow) -> Option<Delta> {
-    let desired = shadow.desired.as_deref()?;
-    let (state, metadata) = match shadow.reported() {
-        Some(reported) => delta_object(&desired.state, &desired.metadata, reported),
-        None => (desired.state.clone(), desired.metadata.clone()),
+    let desired = shadow.desired.as_ref()?;
+    let Some(reported) = shadow.reported.as_ref() else {
+        return Some(Delta {
+            json: desired.shared_json(),
+            stamps: desired.stamps().clone(),
+        });
     };
-    if state.is_empty() {
+    let mut json = Vec::with_capacity(desired.json().len());
+    let mut leaves = Vec::new();
+    let mut cursor = StampCursor::new(Some(desired.stamps()));
+    if !delta_text(
+        desired.json(),
+        reported.json(),
+        &mut cursor,
+        &mut leaves,
+        &mut json,
+    ) {
         return None;
     }
-    Some(Delta { state, metadata })
+    let json = std::str::from_utf8(&json).expect("delta text joins UTF-8 JSON pieces");
+    Some(Delta {
+        json: json.into(),
+        stamps: Stamps::from_leaves(leaves),
+    })
 }
 
-fn delta_object(
-    desired: &Map<String, Value>,
-    desired_metadata: &MetadataMap,
-    reported: &Map<String, Value>,
-) -> (Map<String, Value>, MetadataMap) {
-    let mut state = Map::new();
-    let mut metadata = MetadataMap::new();
-    for (key, desired_value) in desired {
-        let reported_value = reported.get(key);
-        let member_metadata = desired_metadata.get(key);
-        match (desired_value, reported_value, member_metadata) {
-            (
-                Value::Object(desired_object),
-                Some(Value::Object(reported_object)),
-                Some(Metadata::Object(members)),
-            ) => {
-                let (child, child_metadata) =
-                    delta_object(desired_object, members, reported_object);
-                if !child.is_empty() {
-                    state.insert(key.clone(), Value::Object(child));
-                    metadata.insert(key.clone(), Metadata::Object(child_metadata));
+/// Writes to `out` the members of the stored `desired` object that the stored `reported` object
+/// does not match, and returns false (writing nothing) when there are none. Appends the desired
+/// timestamp of each leaf it keeps to `leaves`.
+///
+/// Both texts list their keys in sorted order, so one pass over the two member lists finds the
+/// reported member of each desired key. Members are copied as text. A value is parsed only when
+/// both sides have a non-object value with different text, because such values can still be
+/// equal (`1` and `1.0`).
+fn delta_text(
+    desired: &str,
+    reported: &str,
+    desired_leaves: &mut StampCursor<'_>,
+    leaves: &mut Vec<i64>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
+    out.push(b'{');
+    let mut written = false;
+    let mut reported_members = compact::Members::new(reported).peekable();
+    for member in compact::Members::new(desired) {
+        let key = member.key();
+        let mut counterpart = None;
+        while let Some(candidate) = reported_members.peek() {
+            match candidate.key().as_ref().cmp(key.as_ref()) {
+                Ordering::Less => {
+                    reported_members.next();
+                }
+                Ordering::Equal => {
+                    counterpart = reported_members.next();
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        let mark = out.len();
+        if written {
+            out.push(b',');
+        }
+        match counterpart {
+            Some(reported) if member.is_object() && reported.is_object() => {
+                out.extend_from_slice(member.raw_key.as_bytes());
+                out.push(b':');
+                if delta_text(member.value, reported.value, desired_leaves, leaves, out) {
+                    written = true;
+                } else {
+                    out.truncate(mark);
                 }
             }
-            (_, Some(reported_value), _) if json_equal(desired_value, reported_value) => {}
+            Some(reported) if stored_values_equal(member.value, reported.value) => {
+                desired_leaves.skip(member.value);
+                out.truncate(mark);
+            }
             _ => {
-                state.insert(key.clone(), desired_value.clone());
-                if let Some(member_metadata) = member_metadata {
-                    metadata.insert(key.clone(), member_metadata.clone());
-                }
+                member.write(out);
+                desired_leaves.keep(member.value, leaves);
+                written = true;
             }
         }
     }
-    (state, metadata)
+    if !written {
+        out.truncate(start);
+        return false;
+    }
+    out.push(b'}');
+    true
+}
+
+/// Compares two stored values that are not both objects, as [`json_equal`] does.
+fn stored_values_equal(left: &str, right: &str) -> bool {
+    if left == right {
+        return true;
+    }
+    // serde_json escapes a string one way only, so strings with different text differ, and a
+    // string never equals another type.
+    if left.starts_with('"') || right.starts_with('"') {
+        return false;
+    }
+    let parse = |text: &str| -> Value {
+        serde_json::from_str(text).expect("stored value is JSON written by serde_json")
+    };
+    json_equal(&parse(left), &parse(right))
 }
 
 /// Compares two JSON values, with numbers compared by value (`1 == 1.0`).

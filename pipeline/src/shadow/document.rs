@@ -1,26 +1,34 @@
 //! The stored shadow: `desired` and `reported` state, their metadata, and the version.
 //!
 //! A [`Shadow`] is immutable once built: [`apply_update`](super::apply_update) returns a new one.
-//! Each section sits behind an `Arc`, so an update that touches only `reported` (the common case
-//! for devices) shares the unchanged `desired` section with the previous version instead of
-//! copying it. The compact JSON size of each section is computed once when the section is built.
+//! Each section is stored compactly, as its compact JSON text behind an `Arc<str>` plus its leaf
+//! timestamps ([`Stamps`]). Merges, deltas and byte documents walk the text member by member
+//! (see `compact`) instead of parsing it; the `Value` accessors parse it. An update that touches only `reported` (the common case for devices)
+//! shares the unchanged `desired` text with the previous version instead of copying it.
 //!
 //! This module does not merge updates (see `merge`) or render response documents (see
 //! `documents`).
+//!
+//! # Memory usage
+//!
+//! A section costs its compact JSON bytes plus 16 bytes of `Arc` header, and one timestamp per
+//! leaf unless all its leaves were written at the same second. A `serde_json::Map` tree of the
+//! same state costs several times that: a B-tree node of about 630 bytes per object, one
+//! allocation per key and string, and a second tree for the metadata.
 
-use std::io;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::metadata::{self, MetadataMap};
+use super::metadata::{self, MetadataMap, Stamps};
 
 /// A shadow as the service stores it.
 ///
 /// Design: a section is `None` when empty, so `desired()` and `reported()` never return an empty
 /// object. Stored state contains no null, and no empty object outside arrays. Every state leaf
-/// has metadata (see the `metadata` module).
+/// has a timestamp (see the `metadata` module).
 ///
 /// Serialized form: `{"desired": {"state": {..}, "metadata": {..}}?, "reported": ..?,
 /// "version": n}`, where metadata contains one epoch-seconds integer per scalar or array.
@@ -28,10 +36,10 @@ use super::metadata::{self, MetadataMap};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Shadow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) desired: Option<Arc<Section>>,
+    pub(crate) desired: Option<Section>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) reported: Option<Arc<Section>>,
+    pub(crate) reported: Option<Section>,
 
     pub(crate) version: u64,
 }
@@ -42,32 +50,40 @@ impl Shadow {
         self.version
     }
 
-    /// Returns the `desired` state, or `None` when it is empty.
-    pub fn desired(&self) -> Option<&Map<String, Value>> {
-        self.desired.as_deref().map(|section| &section.state)
+    /// Returns the `desired` state, parsed from its stored text, or `None` when it is empty.
+    pub fn desired(&self) -> Option<Map<String, Value>> {
+        self.desired.as_ref().map(Section::state)
     }
 
-    /// Returns the `reported` state, or `None` when it is empty.
-    pub fn reported(&self) -> Option<&Map<String, Value>> {
-        self.reported.as_deref().map(|section| &section.state)
+    /// Returns the `reported` state, parsed from its stored text, or `None` when it is empty.
+    pub fn reported(&self) -> Option<Map<String, Value>> {
+        self.reported.as_ref().map(Section::state)
     }
 
     /// Returns the compact JSON of the `desired` state, or `None` when it is empty.
     pub fn desired_json(&self) -> Option<String> {
-        self.desired().map(compact_json)
+        self.desired_text().map(str::to_owned)
     }
 
     /// Returns the compact JSON of the `reported` state, or `None` when it is empty.
     pub fn reported_json(&self) -> Option<String> {
-        self.reported().map(compact_json)
+        self.reported_text().map(str::to_owned)
+    }
+
+    /// Borrows the compact JSON of the `desired` state, or `None` when it is empty.
+    pub(crate) fn desired_text(&self) -> Option<&str> {
+        self.desired.as_ref().map(Section::json)
+    }
+
+    /// Borrows the compact JSON of the `reported` state, or `None` when it is empty.
+    pub(crate) fn reported_text(&self) -> Option<&str> {
+        self.reported.as_ref().map(Section::json)
     }
 
     /// Returns the size that counts against `max_state_bytes`: the compact JSON bytes of
     /// `desired` plus those of `reported`, without metadata.
     pub fn state_bytes(&self) -> usize {
-        let desired = self.desired.as_deref().map_or(0, |section| section.bytes);
-        let reported = self.reported.as_deref().map_or(0, |section| section.bytes);
-        desired + reported
+        self.desired_text().map_or(0, str::len) + self.reported_text().map_or(0, str::len)
     }
 
     /// Returns true when the shadow has neither `desired` nor `reported` state (`{}` in AWS).
@@ -75,60 +91,122 @@ impl Shadow {
         self.desired.is_none() && self.reported.is_none()
     }
 
-    /// Renders `{"desired"?: .., "reported"?: ..}` for the `state` node of a document.
-    pub(crate) fn state_value(&self) -> Map<String, Value> {
+    /// Renders `{"desired"?: .., "reported"?: ..}` for the `state` node of a document, and the
+    /// same in the AWS metadata layout. Each section is parsed once for both.
+    pub(crate) fn state_and_metadata_value(&self) -> (Map<String, Value>, Map<String, Value>) {
         let mut state = Map::new();
-        if let Some(desired) = self.desired() {
-            state.insert("desired".to_owned(), Value::Object(desired.clone()));
-        }
-        if let Some(reported) = self.reported() {
-            state.insert("reported".to_owned(), Value::Object(reported.clone()));
-        }
-        state
-    }
-
-    /// Renders `{"desired"?: .., "reported"?: ..}` in the AWS metadata layout.
-    pub(crate) fn metadata_value(&self) -> Map<String, Value> {
         let mut rendered = Map::new();
-        if let Some(desired) = self.desired.as_deref() {
-            rendered.insert("desired".to_owned(), desired.render_metadata());
+        for (name, section) in [("desired", &self.desired), ("reported", &self.reported)] {
+            if let Some(section) = section {
+                let section_state = section.state();
+                let section_metadata = section.stamps().render(&section_state);
+                state.insert(name.to_owned(), Value::Object(section_state));
+                rendered.insert(name.to_owned(), Value::Object(section_metadata));
+            }
         }
-        if let Some(reported) = self.reported.as_deref() {
-            rendered.insert("reported".to_owned(), reported.render_metadata());
-        }
-        rendered
+        (state, rendered)
     }
 }
 
-/// One non-empty state section with its metadata and its cached size.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "SectionFields")]
+/// One non-empty state section: its compact JSON text and its leaf timestamps.
+///
+/// Design: `json` is what `serde_json` writes for a storable state object (keys sorted, no
+/// whitespace), so equal states have equal text, except that `0.0` and `-0.0` differ. `stamps`
+/// has one timestamp per leaf of that object.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Section {
-    pub(crate) state: Map<String, Value>,
-
-    pub(crate) metadata: MetadataMap,
-
-    /// Compact JSON bytes of `state`. It is derived, so it is not serialized.
-    #[serde(skip)]
-    pub(crate) bytes: usize,
+    json: Arc<str>,
+    stamps: Stamps,
 }
 
 impl Section {
-    /// Wraps a merged section, or returns `None` when it is empty.
-    pub(crate) fn build(state: Map<String, Value>, metadata: MetadataMap) -> Option<Arc<Self>> {
+    /// Stores a section with its metadata tree, or returns `None` when it is empty.
+    pub(crate) fn build(state: &Map<String, Value>, metadata: &MetadataMap) -> Option<Self> {
+        Self::from_parts(state, Stamps::from_metadata(state, metadata))
+    }
+
+    /// Stores a section with its leaf timestamps, or returns `None` when it is empty.
+    pub(crate) fn from_parts(state: &Map<String, Value>, stamps: Stamps) -> Option<Self> {
         if state.is_empty() {
             return None;
         }
-        let bytes = compact_json_len(&state);
-        Some(Arc::new(Self {
-            state,
-            metadata,
-            bytes,
-        }))
+        Some(Self {
+            json: compact_json(state).into(),
+            stamps,
+        })
     }
 
+    /// Stores a section from the compact JSON that `serde_json` writes for a non-empty storable
+    /// state object, such as a merge produces.
+    pub(crate) fn from_text(json: &str, stamps: Stamps) -> Self {
+        Self {
+            json: json.into(),
+            stamps,
+        }
+    }
+
+    /// Returns the compact JSON text of the state.
+    pub(crate) fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// Returns a shared handle to the compact JSON text of the state.
+    pub(crate) fn shared_json(&self) -> Arc<str> {
+        Arc::clone(&self.json)
+    }
+
+    /// Returns true when both sections share one stored text and have the same timestamps, as
+    /// a section that an update left unchanged does.
+    pub(crate) fn shares_contents(&self, other: &Section) -> bool {
+        Arc::ptr_eq(&self.json, &other.json) && self.stamps == other.stamps
+    }
+
+    /// Returns the leaf timestamps.
+    pub(crate) fn stamps(&self) -> &Stamps {
+        &self.stamps
+    }
+
+    /// Parses the stored state.
+    pub(crate) fn state(&self) -> Map<String, Value> {
+        parse_stored(&self.json)
+    }
+
+    /// Rebuilds the metadata tree of the stored state, for a snapshot.
+    pub(crate) fn metadata(&self, state: &Map<String, Value>) -> MetadataMap {
+        self.stamps.to_metadata(state)
+    }
+
+    /// Renders the metadata in the AWS layout.
+    #[cfg(test)]
     pub(crate) fn render_metadata(&self) -> Value {
-        metadata::render_object(&self.state, &self.metadata)
+        Value::Object(self.stamps.render(&self.state()))
+    }
+}
+
+/// Parses text that `compact_json` wrote for a state object.
+///
+/// # Panics
+///
+/// Panics when the text is not a JSON object, which only a broken [`Section`] invariant allows.
+pub(crate) fn parse_stored(json: &str) -> Map<String, Value> {
+    serde_json::from_str(json).expect("stored state is a JSON object written by serde_json")
+}
+
+impl Serialize for Section {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let state = self.state();
+        let metadata = self.metadata(&state);
+        let mut fields = serializer.serialize_struct("Section", 2)?;
+        fields.serialize_field("state", &state)?;
+        fields.serialize_field("metadata", &metadata)?;
+        fields.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Section {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = SectionFields::deserialize(deserializer)?;
+        Section::try_from(fields).map_err(serde::de::Error::custom)
     }
 }
 
@@ -155,12 +233,8 @@ impl TryFrom<SectionFields> for Section {
         if !metadata::mirrors(&fields.state, &fields.metadata) {
             return Err("invalid shadow section: metadata does not mirror state".to_owned());
         }
-        let bytes = compact_json_len(&fields.state);
-        Ok(Self {
-            state: fields.state,
-            metadata: fields.metadata,
-            bytes,
-        })
+        Section::build(&fields.state, &fields.metadata)
+            .ok_or_else(|| "invalid shadow section: state is empty".to_owned())
     }
 }
 
@@ -189,39 +263,18 @@ pub(crate) fn compact_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("serializing a JSON value to a String cannot fail")
 }
 
-/// Counts the compact JSON bytes of a value without allocating the text.
-pub(crate) fn compact_json_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    let mut counter = ByteCounter(0);
-    serde_json::to_writer(&mut counter, value)
-        .expect("serializing a JSON value to a byte counter cannot fail");
-    counter.0
-}
-
-struct ByteCounter(usize);
-
-impl io::Write for ByteCounter {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0 += bytes.len();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
 
-    fn section(state: Value, timestamp: i64) -> Option<Arc<Section>> {
+    fn section(state: Value, timestamp: i64) -> Option<Section> {
         let Value::Object(state) = state else {
             panic!("section state must be an object");
         };
         let metadata = metadata::stamped_map(&state, timestamp);
-        Section::build(state, metadata)
+        Section::build(&state, &metadata)
     }
 
     #[test]

@@ -29,14 +29,16 @@
 //! - An object patch whose members are all null removes a scalar or array it lands on, as JSON
 //!   Merge Patch does, because the object that replaces the value ends up empty.
 
-use std::sync::Arc;
+use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
+use super::compact;
 use super::document::{Section, Shadow};
+use super::encode;
 use super::error::ShadowError;
 use super::limits::Limits;
-use super::metadata::{self, Metadata, MetadataMap};
+use super::metadata::{StampCursor, Stamps};
 use super::request::{SectionPatch, StatePatch, UpdateRequest};
 
 /// Applies a decoded update to `current`, the live shadow, or to no shadow when it is `None`.
@@ -99,115 +101,136 @@ pub fn apply_update(
 }
 
 /// Returns the section after the patch. An unchanged section is shared, not copied.
-fn apply_section(
-    current: Option<&Arc<Section>>,
-    patch: &SectionPatch,
-    now_s: i64,
-) -> Option<Arc<Section>> {
+fn apply_section(current: Option<&Section>, patch: &SectionPatch, now_s: i64) -> Option<Section> {
     let patch = match patch {
-        SectionPatch::Keep => return current.map(Arc::clone),
+        SectionPatch::Keep => return current.cloned(),
         SectionPatch::Delete => return None,
-        SectionPatch::Merge(patch) if patch.is_empty() => return current.map(Arc::clone),
+        SectionPatch::Merge(patch) if patch.is_empty() => return current.cloned(),
         SectionPatch::Merge(patch) => patch,
     };
-    let (mut state, mut metadata) = match current {
-        Some(section) => (section.state.clone(), section.metadata.clone()),
-        None => (Map::new(), MetadataMap::new()),
+    let (stored, mut old_leaves) = match current {
+        Some(section) => (section.json(), StampCursor::new(Some(section.stamps()))),
+        None => ("{}", StampCursor::new(None)),
     };
-    merge_object(&mut state, &mut metadata, patch, now_s);
-    Section::build(state, metadata)
+    let mut json = Vec::with_capacity(stored.len() + 64);
+    let mut leaves = Vec::new();
+    if !merge_object(
+        stored,
+        &mut old_leaves,
+        patch,
+        now_s,
+        &mut leaves,
+        &mut json,
+    ) {
+        return None;
+    }
+    let json = std::str::from_utf8(&json).expect("merged text joins UTF-8 JSON pieces");
+    Some(Section::from_text(json, Stamps::from_leaves(leaves)))
 }
 
-/// Merges `patch` into `target` and its metadata in place, pruning objects left empty.
-fn merge_object(
-    target: &mut Map<String, Value>,
-    metadata: &mut MetadataMap,
-    patch: &Map<String, Value>,
-    now_s: i64,
-) {
-    for (key, patch_value) in patch {
-        match patch_value {
-            Value::Null => {
-                target.remove(key);
-                metadata.remove(key);
-            }
-            Value::Object(patch_object) => {
-                merge_member_object(target, metadata, key, patch_object, now_s);
-            }
-            _ => {
-                set_value(target, key, patch_value.clone());
-                set_metadata(metadata, key, Metadata::Timestamp(now_s));
-            }
-        }
-    }
-}
-
-/// Merges an object patch into one member, which may be missing or of another type.
-fn merge_member_object(
-    target: &mut Map<String, Value>,
-    metadata: &mut MetadataMap,
-    key: &str,
-    patch: &Map<String, Value>,
-    now_s: i64,
-) {
-    if let Some(Value::Object(object)) = target.get_mut(key) {
-        let (owned_key, mut members) = take_object_metadata(metadata, key, object);
-        merge_object(object, &mut members, patch, now_s);
-        if object.is_empty() {
-            target.remove(key);
-        } else {
-            metadata.insert(owned_key, Metadata::Object(members));
-        }
-        return;
-    }
-
-    // The member is missing, a scalar or an array: the patch's type wins, so the member
-    // becomes the patch without its nulls.
-    let mut object = Map::new();
-    let mut members = MetadataMap::new();
-    merge_object(&mut object, &mut members, patch, now_s);
-    if object.is_empty() {
-        target.remove(key);
-        metadata.remove(key);
-    } else {
-        set_value(target, key, Value::Object(object));
-        set_metadata(metadata, key, Metadata::Object(members));
-    }
-}
-
-/// Removes and returns the metadata map of an object member, keeping its key allocation.
+/// Writes to `out` the merge of `patch` into the stored object text `target`, pruning objects
+/// left empty, and returns false (writing nothing) when the result is empty.
 ///
-/// The mirror invariant makes the member's metadata an object. If it is not, the metadata is
-/// rebuilt from the state with timestamp 0, so the lost timestamps read as "unknown" instead of
-/// taking the current time.
-fn take_object_metadata(
-    metadata: &mut MetadataMap,
-    key: &str,
-    object: &Map<String, Value>,
-) -> (String, MetadataMap) {
-    match metadata.remove_entry(key) {
-        Some((owned_key, Metadata::Object(members))) => (owned_key, members),
-        Some((owned_key, Metadata::Timestamp(_))) => (owned_key, metadata::stamped_map(object, 0)),
-        None => (key.to_owned(), metadata::stamped_map(object, 0)),
-    }
-}
-
-/// Inserts or replaces a state member, allocating the key only when it is new.
-fn set_value(map: &mut Map<String, Value>, key: &str, value: Value) {
-    match map.get_mut(key) {
-        Some(slot) => *slot = value,
-        None => {
-            map.insert(key.to_owned(), value);
+/// The stored text and the patch both list keys in sorted order, so one pass over the two key
+/// lists visits the merged object in document order. Members the patch does not name are copied
+/// as text. Each leaf of the result appends its timestamp to `leaves`: `now_s` when the patch
+/// wrote it, its old timestamp (from `old_leaves`) when it was kept.
+fn merge_object(
+    target: &str,
+    old_leaves: &mut StampCursor<'_>,
+    patch: &Map<String, Value>,
+    now_s: i64,
+    leaves: &mut Vec<i64>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
+    out.push(b'{');
+    let mut written = false;
+    let mut old_members = compact::Members::new(target).peekable();
+    let mut patch_members = patch.iter().peekable();
+    loop {
+        let order = match (old_members.peek(), patch_members.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(old), Some((patch_key, _))) => old.key().as_ref().cmp(patch_key.as_str()),
+        };
+        let mark = out.len();
+        if written {
+            out.push(b',');
+        }
+        let kept = match order {
+            Ordering::Less => {
+                let member = old_members.next().expect("peeked an old member");
+                member.write(out);
+                old_leaves.keep(member.value, leaves);
+                true
+            }
+            Ordering::Greater => {
+                let (key, patch_value) = patch_members.next().expect("peeked a patch member");
+                merge_member(key, None, old_leaves, patch_value, now_s, leaves, out)
+            }
+            Ordering::Equal => {
+                let member = old_members.next().expect("peeked an old member");
+                let (key, patch_value) = patch_members.next().expect("peeked a patch member");
+                let current = Some(member.value);
+                merge_member(key, current, old_leaves, patch_value, now_s, leaves, out)
+            }
+        };
+        if kept {
+            written = true;
+        } else {
+            out.truncate(mark);
         }
     }
+    if !written {
+        out.truncate(start);
+        return false;
+    }
+    out.push(b'}');
+    true
 }
 
-/// Inserts or replaces a metadata member, allocating the key only when it is new.
-fn set_metadata(map: &mut MetadataMap, key: &str, value: Metadata) {
-    match map.get_mut(key) {
-        Some(slot) => *slot = value,
-        None => {
-            map.insert(key.to_owned(), value);
+/// Writes `"key":merged` for one patch member applied to the current member text, which may be
+/// missing or of another type. Returns false when the member is deleted or ends up an empty
+/// object; the caller then removes what was written.
+fn merge_member(
+    key: &str,
+    current: Option<&str>,
+    old_leaves: &mut StampCursor<'_>,
+    patch: &Value,
+    now_s: i64,
+    leaves: &mut Vec<i64>,
+    out: &mut Vec<u8>,
+) -> bool {
+    match patch {
+        Value::Object(patch_object) => {
+            // A missing, scalar or array member is replaced: the patch's type wins, so the member
+            // becomes the patch without its nulls.
+            let base = match current {
+                Some(object) if object.starts_with('{') => object,
+                Some(other) => {
+                    old_leaves.skip(other);
+                    "{}"
+                }
+                None => "{}",
+            };
+            encode::write_str(out, key);
+            out.push(b':');
+            merge_object(base, old_leaves, patch_object, now_s, leaves, out)
+        }
+        _ => {
+            if let Some(current) = current {
+                old_leaves.skip(current);
+            }
+            if patch.is_null() {
+                return false;
+            }
+            encode::write_str(out, key);
+            out.push(b':');
+            serde_json::to_writer(&mut *out, patch).expect("writing JSON to a Vec cannot fail");
+            leaves.push(now_s);
+            true
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! AWS metadata mirrors the state with `{"timestamp": <epoch seconds>}` at every leaf, and an
 //! array gets an array of per-element metadata. An update always replaces an array whole, so all
-//! elements of an array share one timestamp. The stored tree therefore keeps one
-//! [`Metadata::Timestamp`] per scalar or array, and [`render_object`] expands arrays element by
-//! element when a document is built:
+//! elements of an array share one timestamp. The metadata tree that merges work on and snapshots
+//! serialize ([`MetadataMap`]) therefore keeps one [`Metadata::Timestamp`] per scalar or array,
+//! and [`Stamps::render`] expands arrays element by element when a document is built:
 //!
 //! ```text
 //! state     {"color": [1, {"r": 2}], "on": true}
@@ -12,11 +12,18 @@
 //! rendered  {"color": [{"timestamp": 1700000000}, {"r": {"timestamp": 1700000000}}],
 //!            "on": {"timestamp": 1700000000}}
 //! ```
+//!
+//! A stored section keeps its timestamps even more compactly, as [`Stamps`]: one timestamp per
+//! leaf (scalar or array) in document order, or a single one when every leaf shares it. The
+//! tree is rebuilt from them while an update is merged or a snapshot is written.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::compact;
 
 /// Metadata of the members of one state object, by key.
 pub(crate) type MetadataMap = BTreeMap<String, Metadata>;
@@ -36,6 +43,7 @@ pub(crate) enum Metadata {
     Object(MetadataMap),
 }
 
+#[cfg(test)]
 impl Metadata {
     /// Builds the metadata of a value written at `now_s`, mirroring objects key by key.
     pub(crate) fn stamped(value: &Value, now_s: i64) -> Self {
@@ -47,6 +55,7 @@ impl Metadata {
 }
 
 /// Builds the metadata of every member of `object`, all written at `now_s`.
+#[cfg(test)]
 pub(crate) fn stamped_map(object: &Map<String, Value>, now_s: i64) -> MetadataMap {
     object
         .iter()
@@ -83,25 +92,6 @@ pub(crate) fn render_uniform_map(
         .collect()
 }
 
-/// Renders the AWS metadata of a stored state object from its compact metadata.
-pub(crate) fn render_object(state: &Map<String, Value>, metadata: &MetadataMap) -> Value {
-    let mut rendered = Map::new();
-    for (key, value) in state {
-        // A key without metadata can only come from a broken mirror invariant. It is left out
-        // rather than given an invented timestamp.
-        let Some(member_metadata) = metadata.get(key) else {
-            continue;
-        };
-        let member = match (value, member_metadata) {
-            (Value::Object(object), Metadata::Object(members)) => render_object(object, members),
-            (_, Metadata::Timestamp(timestamp)) => render_uniform(value, *timestamp),
-            (_, Metadata::Object(_)) => continue,
-        };
-        rendered.insert(key.clone(), member);
-    }
-    Value::Object(rendered)
-}
-
 /// Checks that `metadata` mirrors `state` as the [`Metadata`] design note requires.
 pub(crate) fn mirrors(state: &Map<String, Value>, metadata: &MetadataMap) -> bool {
     state.len() == metadata.len()
@@ -115,6 +105,144 @@ pub(crate) fn mirrors(state: &Map<String, Value>, metadata: &MetadataMap) -> boo
                 (_, Some(Metadata::Timestamp(_))) => true,
                 _ => false,
             })
+}
+
+/// Leaf timestamps of one stored section, in document order.
+///
+/// The leaves of a state object are its scalars and arrays, visited depth first with keys in
+/// the map's (sorted) order; objects are not leaves. For `{"a": {"b": 1, "c": [2]}, "d": true}`
+/// the leaves are `a.b`, `a.c` and `d`.
+///
+/// Design: a value built by [`Stamps::from_metadata`] or [`Stamps::from_leaves`] is `Uniform`
+/// whenever all leaves share one timestamp, so two equal metadata trees give equal `Stamps`.
+/// Most sections are written by one update, so most are `Uniform` and need no allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Stamps {
+    /// Every leaf was written at this time, in epoch seconds.
+    Uniform(i64),
+
+    /// One timestamp per leaf, in document order; at least two differ.
+    PerLeaf(Arc<[i64]>),
+}
+
+impl Stamps {
+    /// Collects the timestamps of a list of leaves in document order.
+    pub(crate) fn from_leaves(leaves: Vec<i64>) -> Self {
+        match leaves.split_first() {
+            None => Stamps::Uniform(0),
+            Some((first, rest)) if rest.iter().all(|timestamp| timestamp == first) => {
+                Stamps::Uniform(*first)
+            }
+            Some(_) => Stamps::PerLeaf(leaves.into()),
+        }
+    }
+
+    /// Flattens the metadata of `state` into its leaf timestamps. A leaf without metadata, which
+    /// only a broken mirror invariant can leave, gets timestamp 0 ("unknown").
+    pub(crate) fn from_metadata(state: &Map<String, Value>, metadata: &MetadataMap) -> Self {
+        let mut leaves = Vec::new();
+        flatten_into(state, Some(metadata), &mut leaves);
+        Self::from_leaves(leaves)
+    }
+
+    /// Returns the timestamp of the leaf at `index` in document order.
+    pub(crate) fn get(&self, index: usize) -> i64 {
+        match self {
+            Stamps::Uniform(timestamp) => *timestamp,
+            Stamps::PerLeaf(leaves) => leaves.get(index).copied().unwrap_or(0),
+        }
+    }
+
+    /// Returns the earliest timestamp.
+    pub(crate) fn min(&self) -> i64 {
+        match self {
+            Stamps::Uniform(timestamp) => *timestamp,
+            Stamps::PerLeaf(leaves) => leaves.iter().copied().min().unwrap_or(0),
+        }
+    }
+
+    /// Rebuilds the metadata tree of `state` from its leaf timestamps.
+    pub(crate) fn to_metadata(&self, state: &Map<String, Value>) -> MetadataMap {
+        let mut next = 0;
+        self.expand(state, &mut next)
+    }
+
+    fn expand(&self, state: &Map<String, Value>, next: &mut usize) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        for (key, value) in state {
+            let member = match value {
+                Value::Object(object) => Metadata::Object(self.expand(object, next)),
+                _ => {
+                    *next += 1;
+                    Metadata::Timestamp(self.get(*next - 1))
+                }
+            };
+            metadata.insert(key.clone(), member);
+        }
+        metadata
+    }
+
+    /// Renders the AWS metadata of `state` from its leaf timestamps.
+    pub(crate) fn render(&self, state: &Map<String, Value>) -> Map<String, Value> {
+        let mut next = 0;
+        self.render_from(state, &mut next)
+    }
+
+    fn render_from(&self, state: &Map<String, Value>, next: &mut usize) -> Map<String, Value> {
+        let mut rendered = Map::new();
+        for (key, value) in state {
+            let member = match value {
+                Value::Object(object) => Value::Object(self.render_from(object, next)),
+                _ => {
+                    *next += 1;
+                    render_uniform(value, self.get(*next - 1))
+                }
+            };
+            rendered.insert(key.clone(), member);
+        }
+        rendered
+    }
+}
+
+/// Reads the leaf timestamps of a stored section in document order, while a merge or a delta
+/// walks its text.
+pub(crate) struct StampCursor<'s> {
+    stamps: Option<&'s Stamps>,
+    next: usize,
+}
+
+impl<'s> StampCursor<'s> {
+    /// Starts at the first leaf; `None` reads every timestamp as 0.
+    pub(crate) fn new(stamps: Option<&'s Stamps>) -> Self {
+        StampCursor { stamps, next: 0 }
+    }
+
+    /// Appends the timestamps of the leaves of the next value, given as stored text, to `leaves`.
+    pub(crate) fn keep(&mut self, value: &str, leaves: &mut Vec<i64>) {
+        for _ in 0..compact::leaf_count(value) {
+            leaves.push(self.stamps.map_or(0, |stamps| stamps.get(self.next)));
+            self.next += 1;
+        }
+    }
+
+    /// Passes over the timestamps of the leaves of the next value, given as stored text.
+    pub(crate) fn skip(&mut self, value: &str) {
+        self.next += compact::leaf_count(value);
+    }
+}
+
+fn flatten_into(state: &Map<String, Value>, metadata: Option<&MetadataMap>, leaves: &mut Vec<i64>) {
+    for (key, value) in state {
+        let member = metadata.and_then(|metadata| metadata.get(key));
+        match (value, member) {
+            (Value::Object(object), Some(Metadata::Object(members))) => {
+                flatten_into(object, Some(members), leaves);
+            }
+            (Value::Object(object), _) => flatten_into(object, None, leaves),
+            (_, Some(Metadata::Timestamp(timestamp))) => leaves.push(*timestamp),
+            (_, _) => leaves.push(0),
+        }
+    }
 }
 
 fn timestamp_leaf(timestamp: i64) -> Value {
@@ -140,7 +268,7 @@ mod tests {
     fn arrays_render_per_element_metadata() {
         let state = object(json!({"color": [1, {"r": 2}, [3]], "on": true}));
         let metadata = stamped_map(&state, 7);
-        let rendered = render_object(&state, &metadata);
+        let rendered = Value::Object(Stamps::from_metadata(&state, &metadata).render(&state));
         assert_eq!(
             rendered,
             json!({
@@ -157,7 +285,7 @@ mod tests {
         if let Some(Metadata::Object(light)) = metadata.get_mut("light") {
             light.insert("level".to_owned(), Metadata::Timestamp(2));
         }
-        let rendered = render_object(&state, &metadata);
+        let rendered = Value::Object(Stamps::from_metadata(&state, &metadata).render(&state));
         assert_eq!(
             rendered,
             json!({"light": {"on": {"timestamp": 1}, "level": {"timestamp": 2}}})

@@ -7,7 +7,9 @@
 //! 2. [`apply_update`] checks the version, merges the patch and returns the new [`Shadow`];
 //! 3. [`compute_delta`] finds what `reported` does not yet match;
 //! 4. [`accepted_document`], [`delta_document`] and [`documents_document`] build the responses,
-//!    and [`error_document`] the rejection.
+//!    and [`error_document`] the rejection. [`accepted_json`], [`delta_json`],
+//!    [`documents_json`] and [`get_json`] write the same documents straight to JSON bytes, which
+//!    costs less when the document is only sent.
 //!
 //! Layout:
 //!
@@ -19,7 +21,8 @@
 //! - `metadata`: per-leaf timestamps and their AWS layout;
 //! - `merge`: [`apply_update`];
 //! - `delta`: [`Delta`] and [`compute_delta`];
-//! - `documents`: response document encoders.
+//! - `documents`: response document encoders, as `serde_json::Value` or as JSON bytes;
+//! - `encode`: the JSON writers behind the byte encoders.
 //!
 //! # Notes
 //!
@@ -63,9 +66,11 @@
 //! assert_eq!(accepted["metadata"]["desired"]["on"]["timestamp"], now_s);
 //! ```
 
+mod compact;
 mod delta;
 mod document;
 mod documents;
+mod encode;
 mod error;
 mod limits;
 mod merge;
@@ -76,8 +81,8 @@ mod request;
 pub use delta::{Delta, compute_delta};
 pub use document::Shadow;
 pub use documents::{
-    accepted_document, delete_document, delta_document, documents_document, error_document,
-    get_document,
+    accepted_document, accepted_json, delete_document, delta_document, delta_json,
+    documents_document, documents_json, error_document, get_document, get_json,
 };
 pub use error::{RejectedRequest, ShadowError};
 pub use limits::{

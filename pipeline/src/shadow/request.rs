@@ -39,6 +39,9 @@ pub struct UpdateRequest {
     pub(crate) client_token: Option<String>,
     pub(crate) version: Option<u64>,
     pub(crate) state: StatePatch,
+    /// The compact JSON of `state`, written once at decoding because both the history and the
+    /// `/update/accepted` document copy it.
+    pub(crate) state_text: String,
 }
 
 /// The `state` node of an update request.
@@ -81,7 +84,7 @@ impl UpdateRequest {
     /// Returns the compact JSON of the request's `state` node, nulls included: `"null"` for
     /// `{"state": null}`. Keys are in sorted order, not necessarily the order sent.
     pub fn state_json(&self) -> String {
-        compact_json(&self.state)
+        self.state_text.clone()
     }
 }
 
@@ -120,6 +123,7 @@ pub fn decode_update(payload: &[u8], limits: &Limits) -> Result<UpdateRequest, R
         Ok((version, state)) => Ok(UpdateRequest {
             client_token,
             version,
+            state_text: compact_json(&state),
             state,
         }),
         Err(error) => Err(RejectedRequest {

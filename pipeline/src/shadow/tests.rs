@@ -63,5 +63,5 @@ fn object(value: Value) -> Map<String, Value> {
 
 /// Returns the AWS-layout metadata of the shadow: `{"desired"?: .., "reported"?: ..}`.
 fn metadata_of(shadow: &Shadow) -> Value {
-    Value::Object(shadow.metadata_value())
+    Value::Object(shadow.state_and_metadata_value().1)
 }

@@ -1,14 +1,15 @@
-use serde_json::{Map, Value as JsonValue, json};
+use serde_json::{Value as JsonValue, json};
 
 use super::*;
 use crate::dataflow::ShadowVersion;
 use crate::shadow::{Limits, apply_update, decode_update};
 
-/// One shadow of the fixture: desired, reported and delta as JSON objects, and the version.
+/// One shadow of the fixture: desired, reported and delta as compact JSON objects, and the
+/// version.
 struct ShadowData {
-    desired: Option<Map<String, JsonValue>>,
-    reported: Option<Map<String, JsonValue>>,
-    delta: Option<Map<String, JsonValue>>,
+    desired: Option<String>,
+    reported: Option<String>,
+    delta: Option<String>,
     version: u64,
 }
 
@@ -19,9 +20,11 @@ struct Thing {
     named: Vec<(&'static str, ShadowData)>,
 }
 
-fn object(value: JsonValue) -> Option<Map<String, JsonValue>> {
+fn object(value: JsonValue) -> Option<String> {
     match value {
-        JsonValue::Object(object) if !object.is_empty() => Some(object),
+        JsonValue::Object(object) if !object.is_empty() => {
+            Some(JsonValue::Object(object).to_string())
+        }
         _ => None,
     }
 }
@@ -37,9 +40,9 @@ fn shadow(desired: JsonValue, reported: JsonValue, delta: JsonValue, version: u6
 
 fn fields(data: &ShadowData) -> ShadowFields<'_> {
     ShadowFields {
-        desired: data.desired.as_ref(),
-        reported: data.reported.as_ref(),
-        delta: data.delta.as_ref(),
+        desired: data.desired.as_deref(),
+        reported: data.reported.as_deref(),
+        delta: data.delta.as_deref(),
         version: data.version,
     }
 }

@@ -7,7 +7,7 @@ use super::{object, shadow_after, update};
 
 fn delta_state(requests: &[Value]) -> Option<Value> {
     let shadow = shadow_after(requests);
-    compute_delta(&shadow).map(|delta| Value::Object(delta.state().clone()))
+    compute_delta(&shadow).map(|delta| Value::Object(delta.state()))
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn delta_metadata_uses_desired_timestamps() {
     ]);
     let delta = compute_delta(&shadow).expect("desired differs from reported");
     assert_eq!(
-        Value::Object(delta.state().clone()),
+        Value::Object(delta.state()),
         json!({"light": {"level": 4}, "colors": [1, 2]})
     );
     assert_eq!(
@@ -120,8 +120,5 @@ fn delta_state_json_is_compact() {
     );
     let delta = compute_delta(&shadow).expect("no reported state");
     assert_eq!(delta.state_json(), r#"{"a":{"c":"x"},"b":[1,2]}"#);
-    assert_eq!(
-        delta.state(),
-        &object(json!({"a": {"c": "x"}, "b": [1, 2]}))
-    );
+    assert_eq!(delta.state(), object(json!({"a": {"c": "x"}, "b": [1, 2]})));
 }

@@ -12,9 +12,17 @@ use serde_json::{Map, Value, json};
 
 use super::super::document::{Section, is_storable_object};
 use super::super::metadata::{self, Metadata, MetadataMap};
-use super::super::{Limits, Shadow, apply_update, compute_delta, decode_update};
+use super::super::{
+    Limits, Shadow, UpdateRequest, accepted_document, accepted_json, apply_update, compute_delta,
+    decode_update, delta_document, delta_json, documents_document, documents_json, get_document,
+    get_json,
+};
 
 type Path = Vec<String>;
+
+/// Keys of generated states. `b"` and the newline are escaped in JSON text, where their escaped
+/// forms sort after `b#` and `B`, while the keys themselves sort before them.
+const KEYS: [&str; 6] = ["a", "b", "B", "b\"", "b#", "\n"];
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -22,21 +30,23 @@ fn leaf() -> impl Strategy<Value = Value> {
         3 => (0_i64..3).prop_map(Value::from),
         1 => prop_oneof![Just(json!(1.0)), Just(json!(2.0)), Just(json!(0.5))],
         1 => any::<bool>().prop_map(Value::from),
+        1 => prop_oneof![Just(json!("x")), Just(json!("},\"]\\"))],
         1 => prop::collection::vec((0_i64..3).prop_map(Value::from), 0..3).prop_map(Value::Array),
     ]
 }
 
 fn patch_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 3, |inner| {
-        prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c"]), inner, 0..3)
-            .prop_map(|members| {
+        prop::collection::btree_map(prop::sample::select(KEYS.to_vec()), inner, 0..3).prop_map(
+            |members| {
                 Value::Object(
                     members
                         .into_iter()
                         .map(|(k, v)| (k.to_owned(), v))
                         .collect(),
                 )
-            })
+            },
+        )
     })
 }
 
@@ -44,7 +54,7 @@ fn section_patch() -> impl Strategy<Value = Option<Value>> {
     prop_oneof![
         2 => Just(None),
         1 => Just(Some(Value::Null)),
-        6 => prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c"]), patch_value(), 0..3)
+        6 => prop::collection::btree_map(prop::sample::select(KEYS.to_vec()), patch_value(), 0..3)
             .prop_map(|members| {
                 Some(Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
             }),
@@ -236,21 +246,23 @@ fn naive_delta(
 }
 
 fn check_section(name: &str, section: Option<&Section>, model: &ModelSection) {
-    let state = section.map(|section| &section.state);
-    assert_eq!(state, model.object(), "{name} state differs from the model");
-    let Some(section) = section else {
+    let state = section.map(Section::state);
+    assert_eq!(
+        state.as_ref(),
+        model.object(),
+        "{name} state differs from the model"
+    );
+    let (Some(section), Some(state)) = (section, state) else {
         return;
     };
+    assert!(is_storable_object(&state), "{name} stores null or {{}}");
+    let section_metadata = section.metadata(&state);
     assert!(
-        is_storable_object(&section.state),
-        "{name} stores null or {{}}"
-    );
-    assert!(
-        metadata::mirrors(&section.state, &section.metadata),
+        metadata::mirrors(&state, &section_metadata),
         "{name} metadata does not mirror its state"
     );
     let mut written_at = BTreeMap::new();
-    metadata_leaves(&section.metadata, &mut Vec::new(), &mut written_at);
+    metadata_leaves(&section_metadata, &mut Vec::new(), &mut written_at);
     assert_eq!(
         written_at, model.written_at,
         "{name} timestamps differ from the model"
@@ -258,18 +270,53 @@ fn check_section(name: &str, section: Option<&Section>, model: &ModelSection) {
 }
 
 fn check_delta(shadow: &Shadow) {
-    let expected = naive_delta(shadow.desired(), shadow.reported());
+    let expected = naive_delta(shadow.desired().as_ref(), shadow.reported().as_ref());
     let delta = compute_delta(shadow);
     assert_eq!(
         delta.as_ref().map(|delta| delta.state()),
-        expected.as_ref(),
+        expected,
         "delta state"
     );
-    if let (Some(delta), Some(desired)) = (delta, shadow.desired.as_deref()) {
+    if let (Some(delta), Some(desired)) = (delta, shadow.desired.as_ref()) {
         // Delta metadata is desired metadata projected onto the delta's paths.
         let desired_metadata = desired.render_metadata();
-        let expected_metadata = project(delta.state(), &desired_metadata);
+        let expected_metadata = project(&delta.state(), &desired_metadata);
         assert_eq!(delta.metadata_value(), expected_metadata, "delta metadata");
+    }
+}
+
+/// Checks that each byte encoder writes exactly what `serde_json` writes for the `Value` of the
+/// matching document function.
+fn check_byte_encoders(
+    request: &UpdateRequest,
+    previous: Option<&Shadow>,
+    next: &Shadow,
+    now_s: i64,
+) {
+    let bytes = |document: Value| serde_json::to_vec(&document).expect("document serializes");
+    let token = request.client_token();
+    assert_eq!(
+        String::from_utf8_lossy(&accepted_json(request, next.version(), now_s)),
+        String::from_utf8_lossy(&bytes(accepted_document(request, next.version(), now_s))),
+        "accepted document bytes"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&documents_json(previous, next, now_s, token)),
+        String::from_utf8_lossy(&bytes(documents_document(previous, next, now_s, token))),
+        "documents document bytes"
+    );
+    let delta = compute_delta(next);
+    assert_eq!(
+        String::from_utf8_lossy(&get_json(next, delta.as_ref(), now_s, token)),
+        String::from_utf8_lossy(&bytes(get_document(next, delta.as_ref(), now_s, token))),
+        "get document bytes"
+    );
+    if let Some(delta) = &delta {
+        assert_eq!(
+            String::from_utf8_lossy(&delta_json(delta, next.version(), now_s, token)),
+            String::from_utf8_lossy(&bytes(delta_document(delta, next.version(), now_s, token))),
+            "delta document bytes"
+        );
     }
 }
 
@@ -298,7 +345,13 @@ proptest! {
 
         for (step, state) in states.iter().enumerate() {
             let now_s = i64::try_from(step + 1).expect("few steps");
-            let payload = json!({"state": state}).to_string();
+            // Odd steps carry a client token that needs escaping, for the document checks.
+            let payload = if step % 2 == 0 {
+                json!({"state": state})
+            } else {
+                json!({"state": state, "clientToken": format!("c\"{step}")})
+            }
+            .to_string();
             let request = decode_update(payload.as_bytes(), &limits)
                 .unwrap_or_else(|rejected| panic!("step {step}: {payload} rejected: {rejected:?}"));
             let next = apply_update(shadow.as_ref(), 0, &request, now_s, &limits)
@@ -320,9 +373,10 @@ proptest! {
                 }
             }
 
-            check_section("desired", next.desired.as_deref(), &desired);
-            check_section("reported", next.reported.as_deref(), &reported);
+            check_section("desired", next.desired.as_ref(), &desired);
+            check_section("reported", next.reported.as_ref(), &reported);
             check_delta(&next);
+            check_byte_encoders(&request, shadow.as_ref(), &next, now_s);
             shadow = Some(next);
         }
     }
