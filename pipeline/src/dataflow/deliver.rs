@@ -17,7 +17,7 @@ use crate::durable::ArchiveBarrier;
 use crate::history::{ChangeKind, HistoryRow, LogPosition, Origin};
 use crate::protocol::{ResponseKind, ShadowTopic};
 use crate::shadow::{
-    ShadowKey, delete_document, delta_document, documents_document, error_document, get_document,
+    ShadowKey, delete_document, delta_json, documents_json, error_document, get_json,
 };
 
 /// A message for the MQTT broker.
@@ -90,13 +90,13 @@ fn deliver(outcome: Outcome, outputs: &dyn ShadowOutputs) {
             at_ms,
             reply_to,
         } => {
-            let document = get_document(
+            let document = get_json(
                 &current.shadow,
                 current.delta(),
                 seconds(at_ms),
                 client_token.as_deref(),
             );
-            respond(outputs, &key, Operation::Get, reply_to, 200, &document);
+            respond(outputs, &key, Operation::Get, reply_to, 200, document);
         }
         Outcome::Deleted {
             key,
@@ -107,7 +107,14 @@ fn deliver(outcome: Outcome, outputs: &dyn ShadowOutputs) {
             ..
         } => {
             let document = delete_document(version, seconds(at_ms), client_token.as_deref());
-            respond(outputs, &key, Operation::Delete, reply_to, 200, &document);
+            respond(
+                outputs,
+                &key,
+                Operation::Delete,
+                reply_to,
+                200,
+                encode(&document),
+            );
         }
         Outcome::Listed {
             key,
@@ -129,7 +136,7 @@ fn deliver(outcome: Outcome, outputs: &dyn ShadowOutputs) {
                 Operation::ListNamed,
                 reply_to,
                 200,
-                &document,
+                encode(&document),
             );
         }
         Outcome::Rejected {
@@ -143,7 +150,14 @@ fn deliver(outcome: Outcome, outputs: &dyn ShadowOutputs) {
             let document = error_document(&error, seconds(at_ms), client_token.as_deref());
             tracing::debug!(thing = %key.thing_name, operation = operation.as_str(),
                 code = error.code(), message = error.message(), "rejected shadow request");
-            respond(outputs, &key, operation, reply_to, error.code(), &document);
+            respond(
+                outputs,
+                &key,
+                operation,
+                reply_to,
+                error.code(),
+                encode(&document),
+            );
         }
     }
 }
@@ -158,9 +172,9 @@ fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
         ..
     } = updated;
     let at_s = current.updated_at_s();
-    respond(outputs, &key, Operation::Update, reply_to, 200, &accepted);
+    respond(outputs, &key, Operation::Update, reply_to, 200, accepted);
 
-    let documents = documents_document(
+    let documents = documents_json(
         previous.as_ref().map(|previous| &previous.shadow),
         &current.shadow,
         at_s,
@@ -168,7 +182,7 @@ fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
     );
     outputs.publish(MqttMessage {
         topic: ShadowTopic::response(&key, Operation::Update, ResponseKind::Documents),
-        payload: encode(&documents),
+        payload: documents,
     });
 }
 
@@ -176,7 +190,7 @@ fn deliver_update(updated: Updated, outputs: &dyn ShadowOutputs) {
 pub fn deliver_delta(key: &ShadowKey, pending: &PendingDelta, outputs: &dyn ShadowOutputs) {
     let version: &ShadowVersion = &pending.version;
     let Some(delta) = pending.delta() else { return };
-    let document = delta_document(
+    let document = delta_json(
         delta,
         version.version(),
         version.updated_at_s(),
@@ -184,7 +198,7 @@ pub fn deliver_delta(key: &ShadowKey, pending: &PendingDelta, outputs: &dyn Shad
     );
     outputs.publish(MqttMessage {
         topic: ShadowTopic::response(key, Operation::Update, ResponseKind::Delta),
-        payload: encode(&document),
+        payload: document,
     });
 }
 
@@ -233,14 +247,14 @@ pub(crate) fn delete_row(
     }
 }
 
-/// Sends a response document to the destination in `reply_to`.
+/// Sends a response document, `body` encoded as JSON, to the destination in `reply_to`.
 fn respond(
     outputs: &dyn ShadowOutputs,
     key: &ShadowKey,
     operation: Operation,
     reply_to: ReplyTo,
     status: u16,
-    document: &Value,
+    body: Vec<u8>,
 ) {
     let kind = if status == 200 {
         ResponseKind::Accepted
@@ -250,10 +264,9 @@ fn respond(
     match reply_to {
         ReplyTo::Mqtt => outputs.publish(MqttMessage {
             topic: ShadowTopic::response(key, operation, kind),
-            payload: encode(document),
+            payload: body,
         }),
         ReplyTo::Http { request_id } => {
-            let body = encode(document);
             // A successful change over HTTP is announced to MQTT subscribers as well.
             if kind == ResponseKind::Accepted
                 && matches!(operation, Operation::Update | Operation::Delete)
@@ -273,9 +286,23 @@ fn respond(
     }
 }
 
+thread_local! {
+    /// Buffer that each worker thread encodes its documents into before copying them out.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn encode(document: &Value) -> Vec<u8> {
-    // serde_json fails to serialise only maps with non-string keys, which a `Value` cannot have.
-    serde_json::to_vec(document).unwrap_or_default()
+    // Encoding into a buffer that keeps its capacity, then copying the result out, allocates
+    // each payload once at its exact size instead of growing it step by step.
+    ENCODE_BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // serde_json fails to serialise only maps with non-string keys, which a `Value` cannot
+        // have, and writing to a `Vec` cannot fail.
+        match serde_json::to_writer(&mut *buffer, document) {
+            Ok(()) => buffer.clone(),
+            Err(_) => Vec::new(),
+        }
+    })
 }
 
 fn seconds(at_ms: i64) -> i64 {

@@ -16,8 +16,6 @@ use std::ops::Bound;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::request::{
     DEFAULT_LIST_PAGE_SIZE, ListRequest, MAX_LIST_PAGE_SIZE, Operation, ReplyTo, Request,
 };
@@ -26,8 +24,7 @@ use super::{Time, epoch_start};
 use crate::faults;
 use crate::history::Origin;
 use crate::shadow::{
-    Limits, ShadowError, ShadowKey, accepted_document, apply_update, decode_client_token,
-    decode_update,
+    Limits, ShadowError, ShadowKey, accepted_json, apply_update, decode_client_token, decode_update,
 };
 
 /// Result of one request, for the requester and the history.
@@ -126,8 +123,9 @@ pub struct Updated {
     pub previous: Option<Arc<ShadowVersion>>,
     /// The shadow after the update.
     pub current: Arc<ShadowVersion>,
-    /// The `/update/accepted` document: the request's state with metadata for its leaves.
-    pub accepted: Value,
+    /// The `/update/accepted` document as JSON: the request's state with metadata for its
+    /// leaves.
+    pub accepted: Vec<u8>,
     /// The request's `state` node as compact JSON, for the history.
     pub request_state: String,
     /// Channel the request arrived on.
@@ -245,7 +243,11 @@ impl ShadowState {
             accepted,
             request_state,
         } = computed;
-        let entry = self.entries.entry(request.key.clone()).or_default();
+        // Look up before inserting, so an update of an existing shadow clones no key.
+        let entry = match self.entries.get_mut(&request.key) {
+            Some(entry) => entry,
+            None => self.entries.entry(request.key.clone()).or_default(),
+        };
         let previous = entry.live.replace(Arc::clone(&current));
         if previous.is_none()
             && let Some(shadow) = &request.key.shadow_name
@@ -480,7 +482,7 @@ impl ShadowState {
 /// Results of an accepted update, computed before the state changes.
 struct ComputedUpdate {
     current: Arc<ShadowVersion>,
-    accepted: Value,
+    accepted: Vec<u8>,
     request_state: String,
 }
 
@@ -512,7 +514,7 @@ fn compute_update(
             request.received_at_ms,
             decoded.client_token().map(str::to_owned),
         ),
-        accepted: accepted_document(&decoded, version, now_s),
+        accepted: accepted_json(&decoded, version, now_s),
         request_state: decoded.state_json(),
     })
 }
