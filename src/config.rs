@@ -142,6 +142,11 @@ impl DurabilitySection {
 pub struct ServeConfig {
     /// Number of dataflow worker threads.
     pub workers: usize,
+    /// Number of tokio worker threads for the broker, the MQTT clients and the HTTP API. 0
+    /// (the default) takes the cores that the dataflow workers leave, at least 1, because the
+    /// dataflow workers run on their own threads and more runnable threads than cores only
+    /// add context switches.
+    pub io_threads: usize,
     /// Directory for the history archive and other state.
     pub data_dir: PathBuf,
     /// The embedded MQTT broker, started unless `mqtt.broker` is set.
@@ -159,13 +164,34 @@ pub struct ServeConfig {
 }
 
 /// `[mqtt]`: which broker the service uses, and its client connections.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
     /// Running broker to use instead of the embedded one (`mqtt://HOST:PORT`).
     pub broker: Option<BrokerAddress>,
+    /// With the embedded broker, whether the dataflow workers route responses straight into
+    /// it (true, the default) instead of publishing them over loopback MQTT connections. In
+    /// process saves the encoding, the socket writes and reads and the PUBACK of each of the
+    /// up to three messages per update. Ignored with `broker`.
+    pub in_process_responses: bool,
+    /// With the embedded broker, whether it hands the requests that devices publish straight
+    /// to the dataflow (true, the default) instead of delivering them to the service's request
+    /// client over a loopback MQTT connection. In process saves the encoding, the socket write
+    /// and read, the decoding and the PUBACK of each request. Ignored with `broker`.
+    pub in_process_requests: bool,
     /// Settings of the service's own client connections (`[mqtt.client]`).
     pub client: MqttClientConfig,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            broker: None,
+            in_process_responses: true,
+            in_process_requests: true,
+            client: MqttClientConfig::default(),
+        }
+    }
 }
 
 /// `[http]`: the HTTP API.
@@ -182,6 +208,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            io_threads: 0,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             embedded_broker: EmbeddedBrokerConfig::default(),
             mqtt: MqttSection::default(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ingest::broker::{EmbeddedBroker, start_embedded_broker};
 use ingest::http::{HttpReplies, HttpRequests};
-use ingest::mqtt::{BrokerAddress, run_source};
+use ingest::mqtt::{BrokerAddress, RequestIntake, run_source};
 use ingest::replay::{Dataset, replay_into_dataflow};
 use pipeline::dataflow::{
     self, DataflowConfig, DataflowHandle, DurableSetup, HttpReply, InFlight, MqttMessage,
@@ -25,7 +25,7 @@ use pipeline::durable::{
 use pipeline::history::{HistoryRow, LogPosition};
 use queries::ApiState;
 use queries::fleet::FleetViews;
-use sinks::mqtt::{MessagePublisher, PublisherHandle, spawn_publisher};
+use sinks::mqtt::{MessagePublisher, PublisherHandle, in_process_publisher, spawn_publisher};
 use sinks::parquet_archive::{ArchiveHandle, ArchiveSender, ArchiveWriter, HistoryReader};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -96,7 +96,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         (Some(_), true) => anyhow::bail!("--replay-dataset needs --replay PATH"),
         _ => None,
     };
+    let io_threads = match config.io_threads {
+        0 => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            cores.saturating_sub(config.workers).max(1)
+        }
+        threads => threads,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
         .enable_all()
         .thread_name("shadowflow-io")
         .build()
@@ -134,7 +142,12 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
         None => (None, None),
     };
 
-    let (publisher, publisher_handle) = spawn_publisher(&broker, &config.mqtt.client);
+    let (publisher, publisher_handle) = match &embedded_broker {
+        Some(embedded) if config.mqtt.in_process_responses => {
+            in_process_publisher(embedded.local_publisher())
+        }
+        _ => spawn_publisher(&broker, &config.mqtt.client),
+    };
     let (requests, dataflow, http, in_flight) =
         start_dataflow(&config, publisher, &archive, durable_setup)?;
     let running = Running {
@@ -154,27 +167,14 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     };
 
     let (shutdown_sender, shutdown) = watch::channel(false);
-    let (ready_sender, ready) = oneshot::channel();
-    let source = tokio::spawn(run_source(
-        broker.clone(),
-        config.mqtt.client.clone(),
-        config.limits.clone(),
-        running.requests.clone(),
-        in_flight,
-        Some(ready_sender),
-        shutdown.clone(),
-    ));
-    if tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready)
-        .await
-        .is_err()
-    {
-        let _ = shutdown_sender.send(true);
-        let _ = source.await;
-        stop(running, Instant::now()).await?;
-        anyhow::bail!(
-            "no MQTT subscription acknowledged by {broker} within {SUBSCRIBE_TIMEOUT:?}: check that the broker runs and accepts this client"
-        );
-    }
+    let intake = match start_intake(&config, &broker, &running, in_flight, shutdown.clone()).await {
+        Ok(intake) => intake,
+        Err(error) => {
+            let _ = shutdown_sender.send(true);
+            stop(running, Instant::now()).await?;
+            return Err(error);
+        }
+    };
     let http_address = listener
         .local_addr()
         .context("reading the HTTP listen address")?;
@@ -201,13 +201,78 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     tracing::info!("stopping: closing MQTT and HTTP intake");
     let _ = shutdown_sender.send(true);
     fleet.close();
-    let _ = source.await;
+    intake.close().await;
     let _ = api.await;
     stop_replay.store(true, Ordering::Relaxed);
     if let Some(task) = replay_task {
         let _ = task.await;
     }
     stop(running, stopping).await
+}
+
+/// How MQTT requests reach the dataflow.
+enum Intake {
+    /// Straight from the embedded broker's connection tasks.
+    InProcess(Arc<RequestIntake>),
+    /// Through the service's request client, a task that ends on shutdown.
+    Client(JoinHandle<()>),
+}
+
+impl Intake {
+    /// Stops taking requests. The request client's task must have been told to stop.
+    async fn close(self) {
+        match self {
+            Intake::InProcess(intake) => intake.close(),
+            Intake::Client(source) => {
+                let _ = source.await;
+            }
+        }
+    }
+}
+
+/// Starts taking MQTT requests: in process from the embedded broker when
+/// `[mqtt] in_process_requests` is set, or else with a request client that subscribes to the
+/// broker. Returns once requests flow.
+async fn start_intake(
+    config: &ServeConfig,
+    broker: &BrokerAddress,
+    running: &Running,
+    in_flight: Option<Arc<InFlight>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Intake> {
+    if let Some(embedded) = running.embedded_broker.as_ref()
+        && config.mqtt.in_process_requests
+    {
+        let intake = RequestIntake::subscribe(
+            embedded,
+            config.limits.clone(),
+            running.requests.clone(),
+            in_flight,
+        )
+        .context("subscribing the request intake to the embedded broker")?;
+        return Ok(Intake::InProcess(intake));
+    }
+    let (ready_sender, ready) = oneshot::channel();
+    let source = tokio::spawn(run_source(
+        broker.clone(),
+        config.mqtt.client.clone(),
+        config.limits.clone(),
+        running.requests.clone(),
+        in_flight,
+        Some(ready_sender),
+        shutdown,
+    ));
+    if tokio::time::timeout(SUBSCRIBE_TIMEOUT, ready)
+        .await
+        .is_err()
+    {
+        source.abort();
+        let _ = source.await;
+        anyhow::bail!(
+            "no MQTT subscription acknowledged by {broker} within {SUBSCRIBE_TIMEOUT:?}: check that the broker runs and accepts this client"
+        );
+    }
+    Ok(Intake::Client(source))
 }
 
 /// Starts the embedded broker, or returns the configured running broker.

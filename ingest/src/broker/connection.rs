@@ -14,6 +14,8 @@
 //!   pause, and the client gets a full interval after it. While the task's own session is
 //!   congested, the task disconnects its client after `slow_subscriber_timeout_ms` without
 //!   a PUBACK read or a byte written.
+//! - A PUBLISH that the local subscriber takes (see the `local` module) holds the client's
+//!   later packets the same way until the subscriber has it; only then goes its PUBACK out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::{self, Instant};
 
 use super::close::{CloseReason, log_close};
-use super::flow::{self, PublisherPause, StallWatch};
+use super::flow::{self, Delivered, PublisherPause, StallWatch};
 use super::handshake::handshake;
 use super::link::{ConnectRequest, ConnectionSignals, SessionHandle};
 use super::protocol::{AcceptedConnect, ConnectionState, Step};
@@ -177,7 +179,7 @@ impl Connection {
                 return Err(reason);
             }
         }
-        if self.read_closed && !self.pause.has_held() {
+        if self.read_closed && !self.pause.has_held() && !self.pause.is_delivering() {
             return Err(CloseReason::ClosedByClient);
         }
         if self.outgoing_ready && self.transport.write_buffer.len() < WRITE_HIGH_WATER_BYTES {
@@ -211,7 +213,16 @@ impl Connection {
             }
             // The next pass computes the new flow-control deadline.
             () = self.signals.congestion.wait_for_start() => {}
-            () = self.pause.wait_for_drain(), if self.pause.is_paused() => {}
+            delivered = self.pause.wait(), if self.pause.is_paused() => {
+                if let Some(delivered) = delivered {
+                    // Keep-alive is not checked during the hand-over, so the client gets a
+                    // full interval after it.
+                    self.deadline = Instant::now() + self.keep_alive_timeout;
+                    return self
+                        .after_delivery(delivered)
+                        .or_else(|| self.process_input());
+                }
+            }
             () = time::sleep_until(flow_deadline.unwrap_or_else(Instant::now)),
                 if flow_deadline.is_some() => return self.handle_flow_deadline(),
             () = time::sleep_until(self.deadline), if checks_keep_alive => {
@@ -219,7 +230,7 @@ impl Connection {
             }
             read = transport.reader.read_buf(&mut transport.read_buffer), if can_read => {
                 return match read {
-                    Ok(0) if self.pause.has_held() => {
+                    Ok(0) if self.pause.has_held() || self.pause.is_delivering() => {
                         self.read_closed = true;
                         None
                     }
@@ -321,12 +332,36 @@ impl Connection {
                 self.pause
                     .pause(publisher, congested, &self.shared.counters);
             }
+            Step::Deliver(mut pending) => {
+                // Most hand-overs find room at once and need no wait.
+                if pending.poll_once() {
+                    return self.after_delivery(pending.into_delivered());
+                }
+                self.pause.start_delivery(pending);
+            }
             Step::Acknowledged => {
                 self.outgoing_ready = true;
                 self.stall.record_progress();
             }
             Step::Disconnect => return Some(CloseReason::Disconnected),
             Step::TakenOver => return Some(CloseReason::TakenOver),
+        }
+        None
+    }
+
+    /// Sends the PUBACK of a message that the local subscriber has taken, then pauses for the
+    /// congested sessions its copies went to. Returns why to close, if the client must be
+    /// disconnected.
+    fn after_delivery(&mut self, (reply, congested): Delivered) -> Option<CloseReason> {
+        if let Some(reply) = reply
+            && let Err(error) = self.transport.encode(&reply)
+        {
+            return Some(CloseReason::Encode(error));
+        }
+        if !congested.is_empty() {
+            let publisher = &self.state.handle().client_id;
+            self.pause
+                .pause(publisher, congested, &self.shared.counters);
         }
         None
     }

@@ -1,8 +1,8 @@
-//! Errors of starting the embedded broker.
+//! Errors of starting the embedded broker and of registering its local subscriber.
 
 use std::net::SocketAddr;
 
-/// Error starting the embedded broker.
+/// Error starting the embedded broker or registering its local subscriber.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BrokerError {
@@ -30,4 +30,17 @@ pub enum BrokerError {
         /// Largest allowed value.
         max: u64,
     },
+
+    /// A filter given to `subscribe_local` is not a valid MQTT topic filter.
+    #[error(
+        "invalid local subscription filter {filter:?}: expected a topic filter with '+' and '#' only as whole levels"
+    )]
+    InvalidLocalFilter {
+        /// The filter as given.
+        filter: String,
+    },
+
+    /// `subscribe_local` was called a second time on the same broker.
+    #[error("the embedded broker has a local subscriber already; register one per broker")]
+    LocalSubscriberExists,
 }

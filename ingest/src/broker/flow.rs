@@ -28,12 +28,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::Packet;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::local::Delivery;
 use super::metrics::Counters;
 use super::tree::ClientId;
 
@@ -164,10 +166,49 @@ pub(crate) fn is_handled_during_pause(packet: &Packet) -> bool {
     matches!(packet, Packet::PubAck(_) | Packet::PingReq)
 }
 
-/// The pause of one publisher's connection, and the packets read during it.
+/// A message that a connection hands to the local subscriber, with what the connection does
+/// once the hand-over is done.
+pub(crate) struct PendingDelivery {
+    /// The hand-over to await.
+    pub(crate) delivery: Delivery,
+    /// The PUBACK of a QoS 1 message.
+    pub(crate) reply: Option<Packet>,
+    /// Subscribers' sessions that got a QoS 1 copy and are congested.
+    pub(crate) congested: Vec<CongestedSession>,
+}
+
+impl std::fmt::Debug for PendingDelivery {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PendingDelivery")
+            .field("reply", &self.reply)
+            .field("congested", &self.congested.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PUBACK to send and the congested sessions to wait for once a hand-over is done.
+pub(crate) type Delivered = (Option<Packet>, Vec<CongestedSession>);
+
+impl PendingDelivery {
+    /// Polls the hand-over once without a waker; returns whether it is done.
+    pub(crate) fn poll_once(&mut self) -> bool {
+        let mut context = Context::from_waker(Waker::noop());
+        self.delivery.as_mut().poll(&mut context).is_ready()
+    }
+
+    /// Returns the PUBACK and the congested sessions that follow the hand-over.
+    pub(crate) fn into_delivered(self) -> Delivered {
+        (self.reply, self.congested)
+    }
+}
+
+/// The pause of one publisher's connection, and the packets read during it: while it waits
+/// for congested subscribers, or for the local subscriber to take its message.
 #[derive(Debug, Default)]
 pub(crate) struct PublisherPause {
     waiting: Vec<CongestedSession>,
+    delivery: Option<PendingDelivery>,
     /// Packets read during the pause, with their sizes in bytes, in the order received.
     held_packets: VecDeque<(Packet, usize)>,
     held_bytes: usize,
@@ -178,7 +219,19 @@ pub(crate) struct PublisherPause {
 impl PublisherPause {
     /// Returns whether the connection waits for congested sessions.
     pub(crate) fn is_paused(&self) -> bool {
-        !self.waiting.is_empty()
+        !self.waiting.is_empty() || self.delivery.is_some()
+    }
+
+    /// Returns whether a hand-over to the local subscriber is pending.
+    pub(crate) fn is_delivering(&self) -> bool {
+        self.delivery.is_some()
+    }
+
+    /// Holds the connection's packets until `delivery` is done. Called only while the
+    /// connection is not paused, because a paused connection handles no PUBLISH.
+    pub(crate) fn start_delivery(&mut self, delivery: PendingDelivery) {
+        debug_assert!(!self.is_paused(), "a delivery starts only outside a pause");
+        self.delivery = Some(delivery);
     }
 
     /// Returns whether the connection may read its socket: always when not paused, and
@@ -212,7 +265,7 @@ impl PublisherPause {
 
     /// Forgets the sessions that have drained; returns whether that ended the pause.
     pub(crate) fn remove_drained(&mut self, publisher: &ClientId) -> bool {
-        if !self.is_paused() {
+        if self.waiting.is_empty() || self.delivery.is_some() {
             return false;
         }
         self.waiting.retain(|session| !session.has_drained());
@@ -227,12 +280,21 @@ impl PublisherPause {
         true
     }
 
-    /// Waits until the first session of the pause drains; never returns when not paused.
-    pub(crate) async fn wait_for_drain(&self) {
+    /// Waits until the pending hand-over to the local subscriber is done, and returns what
+    /// follows it. Without a hand-over, waits until the first session of the pause drains,
+    /// and never returns when not paused.
+    ///
+    /// A hand-over interrupted by another event resumes on the next call.
+    pub(crate) async fn wait(&mut self) -> Option<Delivered> {
+        if let Some(pending) = self.delivery.as_mut() {
+            pending.delivery.as_mut().await;
+            return self.delivery.take().map(PendingDelivery::into_delivered);
+        }
         match self.waiting.first() {
             Some(session) => session.wait_until_drained().await,
             None => std::future::pending().await,
         }
+        None
     }
 
     /// Keeps `packet`, of `bytes` bytes, until the pause ends.

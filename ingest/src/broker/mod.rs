@@ -22,6 +22,8 @@
 //! - `tree` and `topic`: the subscription index, filter validation and topic matching.
 //! - `auth`: the single place where CONNECT, SUBSCRIBE and PUBLISH are authorised.
 //! - `metrics`: counters, read as [`BrokerMetrics`].
+//! - `local`: [`LocalPublisher`], which publishes from the same process without a connection,
+//!   and [`LocalSubscriber`], which receives clients' messages in the same process.
 //!
 //! # Notes
 //! - Supported: QoS 0 and 1, retained messages, wills, keep-alive, persistent sessions with
@@ -70,6 +72,7 @@ mod error;
 mod flow;
 mod handshake;
 mod link;
+mod local;
 mod metrics;
 mod protocol;
 mod router;
@@ -87,6 +90,7 @@ pub use config::{
     DEFAULT_SLOW_SUBSCRIBER_TIMEOUT_MS, EmbeddedBrokerConfig,
 };
 pub use error::BrokerError;
+pub use local::{Delivery, LocalPublishError, LocalPublisher, LocalSubscriber};
 pub use metrics::BrokerMetrics;
 pub use server::{EmbeddedBroker, start_embedded_broker};
 

@@ -18,7 +18,7 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{self, Protocol, QoS};
 
 use super::auth::Authorizer;
-use super::flow::CongestedSession;
+use super::flow::{CongestedSession, PendingDelivery};
 use super::link::{SessionHandle, SessionTakenOver};
 use super::metrics::Counters;
 use super::session::{Message, min_qos};
@@ -159,6 +159,10 @@ pub(crate) enum Step {
         /// Subscribers' sessions to wait for.
         congested: Vec<CongestedSession>,
     },
+    /// Await the hand-over of the message to the local subscriber. Until it is done, handle
+    /// no further packet from the client except PUBACK and PINGREQ. Then send the reply and
+    /// pause for the congested sessions.
+    Deliver(PendingDelivery),
     /// An inflight slot was freed, so more messages may be sent.
     Acknowledged,
     /// The client sent DISCONNECT: close without publishing the will.
@@ -242,8 +246,11 @@ impl ConnectionState {
         }
 
         Counters::add(&shared.counters.messages_received, 1);
+        let local = shared.local_subscription.get();
+        let topic: Arc<str> = Arc::from(publish.topic);
+        let local_payload = local.map(|_| publish.payload.clone());
         let message = Message {
-            topic: Arc::from(publish.topic),
+            topic: Arc::clone(&topic),
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
@@ -255,14 +262,24 @@ impl ConnectionState {
         };
 
         // Only QoS 1 copies congest a session, so a QoS 0 message never pauses its publisher.
-        if publish.qos == QoS::AtMostOnce {
-            return Ok(Step::Continue);
+        let reply =
+            (publish.qos != QoS::AtMostOnce).then(|| Packet::PubAck(PubAck::new(publish.pkid)));
+        // Handed over after the router's lock is released: the local subscriber may wait.
+        let delivery = local
+            .zip(local_payload)
+            .and_then(|(local, payload)| local.deliver(&topic, &payload));
+        if let Some(delivery) = delivery {
+            return Ok(Step::Deliver(PendingDelivery {
+                delivery,
+                reply,
+                congested,
+            }));
         }
-        let reply = Packet::PubAck(PubAck::new(publish.pkid));
-        if congested.is_empty() {
-            return Ok(Step::Reply(reply));
+        match reply {
+            None => Ok(Step::Continue),
+            Some(reply) if congested.is_empty() => Ok(Step::Reply(reply)),
+            Some(reply) => Ok(Step::ReplyThenPause { reply, congested }),
         }
-        Ok(Step::ReplyThenPause { reply, congested })
     }
 
     fn handle_subscribe(&mut self, shared: &Shared, subscribe: Subscribe) -> Step {

@@ -13,8 +13,10 @@ use super::auth::{AllowAll, Authorizer};
 use super::config::EmbeddedBrokerConfig;
 use super::connection::serve_connection;
 use super::error::BrokerError;
+use super::local::{LocalPublisher, LocalSubscriber, LocalSubscription};
 use super::metrics::{BrokerMetrics, Counters};
 use super::shared::Shared;
+use super::topic;
 
 /// Pause after a failed accept (for example, out of file descriptors) before the next one.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -45,6 +47,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     local_addr: SocketAddr,
+    local: LocalPublisher,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
     counters: Arc<Counters>,
@@ -80,6 +83,7 @@ pub(crate) async fn start_with_authorizer(
         .map_err(|source| BrokerError::Bind { address, source })?;
     let shared = Arc::new(Shared::new(config, authorizer));
     let counters = Arc::clone(&shared.counters);
+    let local = LocalPublisher::new(Arc::clone(&shared));
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let acceptor = Acceptor {
@@ -94,6 +98,7 @@ pub(crate) async fn start_with_authorizer(
         max_payload_bytes = config.max_payload_bytes, "embedded MQTT broker listening");
     Ok(EmbeddedBroker {
         local_addr,
+        local,
         shutdown,
         accept_task,
         counters,
@@ -106,6 +111,39 @@ impl EmbeddedBroker {
     /// Address the broker listens on, with the port picked by the system for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Returns a publisher that routes messages into this broker from the same process,
+    /// without a network connection.
+    pub fn local_publisher(&self) -> LocalPublisher {
+        self.local.clone()
+    }
+
+    /// Registers `subscriber` for the messages that connected clients publish on `filters`
+    /// (see [`LocalSubscriber`] for the flow control). At most one local subscriber can be
+    /// registered.
+    ///
+    /// # Errors
+    /// Returns [`BrokerError::InvalidLocalFilter`] for a filter that is not a valid MQTT topic
+    /// filter, and [`BrokerError::LocalSubscriberExists`] when one is registered already.
+    pub fn subscribe_local(
+        &self,
+        filters: Vec<String>,
+        subscriber: Arc<dyn LocalSubscriber>,
+    ) -> Result<(), BrokerError> {
+        if let Some(filter) = filters
+            .iter()
+            .find(|filter| !topic::is_valid_filter(filter))
+        {
+            return Err(BrokerError::InvalidLocalFilter {
+                filter: filter.clone(),
+            });
+        }
+        self.local
+            .shared()
+            .local_subscription
+            .set(LocalSubscription::new(filters, subscriber))
+            .map_err(|_| BrokerError::LocalSubscriberExists)
     }
 
     /// Current counter values.

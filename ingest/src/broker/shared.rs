@@ -1,11 +1,12 @@
 //! State shared by the accept loop and every connection task.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::auth::Authorizer;
 use super::config::EmbeddedBrokerConfig;
 use super::flow::{FlowControlLimits, LongPauseLog};
+use super::local::LocalSubscription;
 use super::metrics::Counters;
 use super::router::Router;
 use super::session::SessionLimits;
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) limits: ConnectionLimits,
     /// Rate limit of the WARN line about publishers paused for a long time.
     pub(crate) long_pause_log: LongPauseLog,
+    /// The subscriber inside this process, once registered.
+    pub(crate) local_subscription: OnceLock<LocalSubscription>,
 }
 
 impl Shared {
@@ -63,6 +66,7 @@ impl Shared {
                 slow_subscriber_timeout: config.slow_subscriber_timeout(),
             },
             long_pause_log: LongPauseLog::default(),
+            local_subscription: OnceLock::new(),
         }
     }
 

@@ -2,8 +2,8 @@
 //! the topic's levels instead of testing every filter.
 //!
 //! # Notes
-//! - Wildcard levels are stored as children named `+` and `#`. A topic name never contains
-//!   them, so a lookup of a topic level cannot hit a wildcard child by accident.
+//! - Wildcard levels are stored in their own fields of a node, beside the map of named
+//!   children, so that matching a topic level costs one map lookup instead of three.
 //! - A node contains the plain subscribers of its filter and the share groups of
 //!   `$share/{group}/{filter}` subscriptions. Each group hands messages to its members in turn.
 
@@ -26,7 +26,12 @@ pub(crate) struct SubscriptionTree {
 
 #[derive(Debug, Default)]
 struct Node {
+    /// Children of named levels.
     children: HashMap<Box<str>, Node>,
+    /// The child of a `+` level.
+    single_wildcard: Option<Box<Node>>,
+    /// The child of a `#` level.
+    multi_wildcard: Option<Box<Node>>,
     subscribers: Subscribers,
 }
 
@@ -85,7 +90,40 @@ impl Subscribers {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty()
+        self.has_no_children() && self.subscribers.is_empty()
+    }
+
+    fn has_no_children(&self) -> bool {
+        self.children.is_empty() && self.single_wildcard.is_none() && self.multi_wildcard.is_none()
+    }
+
+    /// Returns the child for filter level `level`, creating it when missing.
+    fn child_or_insert(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.single_wildcard.get_or_insert_with(Box::default),
+            "#" => self.multi_wildcard.get_or_insert_with(Box::default),
+            _ => self.children.entry(level.into()).or_default(),
+        }
+    }
+
+    /// Returns the child for filter level `level`.
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.single_wildcard.as_deref_mut(),
+            "#" => self.multi_wildcard.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    /// Removes the child for filter level `level`.
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.single_wildcard = None,
+            "#" => self.multi_wildcard = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
     }
 }
 
@@ -94,7 +132,7 @@ impl SubscriptionTree {
     pub(crate) fn insert(&mut self, spec: FilterSpec<'_>, client_id: &ClientId, qos: QoS) {
         let mut node = &mut self.root;
         for level in spec.filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_insert(level);
         }
         match spec.group {
             None => {
@@ -117,10 +155,9 @@ impl SubscriptionTree {
 
     /// Calls `visit` with the subscribers of every filter that matches `topic`, once per filter.
     pub(crate) fn for_each_match(&self, topic: &str, visit: &mut dyn FnMut(&Subscribers)) {
-        let levels: Vec<&str> = topic.split('/').collect();
         // Wildcards in the first level do not match topics that start with `$`.
         let wildcards_match = !topic.starts_with('$');
-        visit_matches(&self.root, &levels, wildcards_match, visit);
+        visit_matches(&self.root, Some(topic), wildcards_match, visit);
     }
 
     /// Returns whether no subscription is left.
@@ -136,11 +173,10 @@ fn remove_below(node: &mut Node, levels: &[&str], group: Option<&str>, client_id
         None => remove_subscriber(&mut node.subscribers, group, client_id),
         Some((level, rest)) => {
             let child_is_empty = node
-                .children
-                .get_mut(*level)
+                .child_mut(level)
                 .is_some_and(|child| remove_below(child, rest, group, client_id));
             if child_is_empty {
-                node.children.remove(*level);
+                node.remove_child(level);
             }
         }
     }
@@ -160,27 +196,41 @@ fn remove_subscriber(subscribers: &mut Subscribers, group: Option<&str>, client_
     }
 }
 
-/// Visits the subscribers of `node`'s descendants that match the topic levels `levels`.
+/// Visits the subscribers of `node`'s descendants that match the topic levels in `levels`,
+/// the rest of the topic after `node`'s level, or `None` when no level is left.
 ///
-/// `#` below `node` matches whatever is left, zero levels included. `+` matches the next
-/// level. `wildcards_match` is false only for the first level of a `$` topic.
+/// The levels are split off one at a time instead of collected into a `Vec` first, because
+/// this runs for every routed message. `#` below `node` matches whatever is left, zero levels
+/// included. `+` matches the next level. `wildcards_match` is false only for the first level
+/// of a `$` topic.
 fn visit_matches(
     node: &Node,
-    levels: &[&str],
+    levels: Option<&str>,
     wildcards_match: bool,
     visit: &mut dyn FnMut(&Subscribers),
 ) {
-    if wildcards_match && let Some(rest_wildcard) = node.children.get("#") {
+    if node.has_no_children() {
+        if levels.is_none() {
+            visit(&node.subscribers);
+        }
+        return;
+    }
+    if wildcards_match && let Some(rest_wildcard) = &node.multi_wildcard {
         visit(&rest_wildcard.subscribers);
     }
-    let Some((level, rest)) = levels.split_first() else {
+    let Some(levels) = levels else {
         visit(&node.subscribers);
         return;
     };
-    if wildcards_match && let Some(level_wildcard) = node.children.get("+") {
+    // `a/b/` has three levels, the last one empty, so an empty rest is still a level.
+    let (level, rest) = match levels.split_once('/') {
+        Some((level, rest)) => (level, Some(rest)),
+        None => (levels, None),
+    };
+    if wildcards_match && let Some(level_wildcard) = &node.single_wildcard {
         visit_matches(level_wildcard, rest, true, visit);
     }
-    if let Some(child) = node.children.get(*level) {
+    if let Some(child) = node.children.get(level) {
         visit_matches(child, rest, true, visit);
     }
 }

@@ -104,12 +104,47 @@ async fn forward(
     in_flight: Option<&InFlight>,
     publish: Publish,
 ) -> Result<(), pipeline::dataflow::DataflowClosed> {
-    let topic = match ShadowTopic::parse(&publish.topic) {
+    match admit(&publish.topic, &publish.payload, limits, in_flight) {
+        Admission::Ignored => Ok(()),
+        Admission::Rejected { topic, body } => {
+            if let Err(error) = client.publish(topic, QoS::AtLeastOnce, false, body).await {
+                tracing::warn!(error = %error, "publishing a rejection failed");
+            }
+            Ok(())
+        }
+        Admission::Admitted(request) => send_request(requests, in_flight, request).await,
+    }
+}
+
+/// What becomes of one message on a request topic.
+pub(crate) enum Admission {
+    /// Not a request topic: nothing to do.
+    Ignored,
+    /// Rejected before the dataflow: publish `body` on `topic` at QoS 1.
+    Rejected {
+        /// The request's `/rejected` topic.
+        topic: String,
+        /// The error document.
+        body: Vec<u8>,
+    },
+    /// Send this request into the dataflow with [`send_request`].
+    Admitted(Request),
+}
+
+/// Parses the topic of one message and checks its names and the in-flight limit of its thing.
+/// An admitted request holds an in-flight slot of its thing when `in_flight` is given.
+pub(crate) fn admit(
+    topic: &str,
+    payload: &[u8],
+    limits: &Limits,
+    in_flight: Option<&InFlight>,
+) -> Admission {
+    let topic = match ShadowTopic::parse(topic) {
         Ok(topic) => topic,
-        Err(TopicError::ResponseTopic(_)) => return Ok(()),
+        Err(TopicError::ResponseTopic(_)) => return Admission::Ignored,
         Err(error) => {
-            tracing::debug!(topic = %publish.topic, error = %error, "ignoring message on a non-request topic");
-            return Ok(());
+            tracing::debug!(topic = %topic, error = %error, "ignoring message on a non-request topic");
+            return Admission::Ignored;
         }
     };
     let received_at_ms = now_ms();
@@ -120,25 +155,29 @@ async fn forward(
         _ => Ok(()),
     });
     if let Err(error) = admitted {
-        reject_here(
-            client,
-            limits,
-            &topic,
-            error,
-            &publish.payload,
-            received_at_ms,
-        )
-        .await;
-        return Ok(());
+        return rejection(limits, &topic, error, payload, received_at_ms);
     }
-    let request = Request {
+    Admission::Admitted(Request {
         key: topic.key,
         operation: topic.operation,
-        payload: publish.payload.to_vec(),
+        payload: payload.to_vec(),
         origin: Origin::Mqtt,
         reply_to: ReplyTo::Mqtt,
         received_at_ms,
-    };
+    })
+}
+
+/// Queues an admitted request for the dataflow, waiting while its queue is full, and releases
+/// the request's in-flight slot when the dataflow has stopped.
+///
+/// # Errors
+/// Returns [`DataflowClosed`](pipeline::dataflow::DataflowClosed) once the dataflow has shut
+/// down.
+pub(crate) async fn send_request(
+    requests: &RequestSender,
+    in_flight: Option<&InFlight>,
+    request: Request,
+) -> Result<(), pipeline::dataflow::DataflowClosed> {
     let thing = in_flight.map(|_| request.key.thing_name.clone());
     let sent = requests.send(request).await;
     if let (Err(_), Some(in_flight), Some(thing)) = (&sent, in_flight, thing) {
@@ -155,15 +194,15 @@ fn validate_names(topic: &ShadowTopic, limits: &Limits) -> Result<(), ShadowErro
     Ok(())
 }
 
-/// Rejects a request on its `/rejected` topic without sending it into the dataflow.
-async fn reject_here(
-    client: &AsyncClient,
+/// Builds the rejection of a request on its `/rejected` topic, which never enters the
+/// dataflow.
+fn rejection(
     limits: &Limits,
     topic: &ShadowTopic,
     error: ShadowError,
     payload: &[u8],
     received_at_ms: i64,
-) {
+) -> Admission {
     let client_token = decode_client_token(payload, limits).ok().flatten();
     tracing::debug!(thing = %topic.key.thing_name, error = %error, "rejected request before the dataflow");
     let document = error_document(
@@ -173,11 +212,9 @@ async fn reject_here(
     );
     let response = ShadowTopic::response(&topic.key, topic.operation, ResponseKind::Rejected);
     let body = serde_json::to_vec(&document).unwrap_or_default();
-    if let Err(error) = client
-        .publish(response, QoS::AtLeastOnce, false, body)
-        .await
-    {
-        tracing::warn!(error = %error, "publishing a rejection failed");
+    Admission::Rejected {
+        topic: response,
+        body,
     }
 }
 

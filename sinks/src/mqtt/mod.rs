@@ -2,4 +2,6 @@
 
 mod publisher;
 
-pub use publisher::{MessagePublisher, PublisherHandle, PublisherStats, spawn_publisher};
+pub use publisher::{
+    MessagePublisher, PublisherHandle, PublisherStats, in_process_publisher, spawn_publisher,
+};

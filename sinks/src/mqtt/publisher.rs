@@ -1,22 +1,29 @@
-//! The response publisher: MQTT connections that publish every outgoing shadow message.
+//! The response publisher: publishes every outgoing shadow message, over MQTT connections to
+//! a broker or straight into the embedded broker of this process.
 //!
-//! Worker threads hand messages to a [`MessagePublisher`]. Each message goes to one of several
-//! connections, chosen by the thing name in its topic, so all messages of one shadow leave in
-//! order on one connection. Per connection, a forwarding task passes messages to rumqttc and a
-//! second task drives the network, so a full rumqttc request queue never stalls the task that
-//! would drain it.
+//! Worker threads hand messages to a [`MessagePublisher`]. With [`spawn_publisher`], each
+//! message goes to one of several connections, chosen by the thing name in its topic, so all
+//! messages of one shadow leave in order on one connection. Per connection, a forwarding task
+//! passes messages to rumqttc and a second task drives the network, so a full rumqttc request
+//! queue never stalls the task that would drain it. With [`in_process_publisher`], the calling
+//! worker routes each message into the embedded broker's sessions itself: no socket, no
+//! packet encoding and decoding, no PUBACK, and no hop through a tokio task.
 //!
 //! # Notes
 //! - Messages are published at QoS 1; the broker delivers each at the QoS of the subscription.
 //! - The queue in front of each connection is bounded. When the broker is slower than the
 //!   dataflow, [`MessagePublisher::publish`] blocks the calling worker, which slows the intake
-//!   of new requests instead of letting queued messages grow without limit.
+//!   of new requests instead of letting queued messages grow without limit. In process, the
+//!   embedded broker's flow control blocks the worker while a subscriber is congested.
+//! - All messages of one thing come from the worker that owns the thing, so in process they
+//!   also reach each subscriber in order.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ingest::broker::LocalPublisher;
 use ingest::mqtt::{BrokerAddress, MqttClientConfig};
 use pipeline::dataflow::MqttMessage;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
@@ -43,22 +50,48 @@ pub struct PublisherStats {
 /// Hands messages to the publisher. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MessagePublisher {
-    senders: Arc<[mpsc::Sender<MqttMessage>]>,
+    route: Route,
     stats: Arc<PublisherStats>,
 }
 
+/// Destination of the messages of a [`MessagePublisher`].
+#[derive(Clone, Debug)]
+enum Route {
+    /// To the forwarding tasks of MQTT connections.
+    Connections(Arc<[mpsc::Sender<MqttMessage>]>),
+    /// Straight into the embedded broker of this process.
+    InProcess(LocalPublisher),
+}
+
 impl MessagePublisher {
-    /// Queues `message`, blocking while its connection's queue is full. Messages queued after
-    /// the publisher stopped are dropped with a WARN log line.
+    /// Queues `message`, blocking while its connection's queue is full, or routes it into the
+    /// embedded broker, blocking while a subscriber is congested. Messages queued after the
+    /// publisher stopped are dropped with a WARN log line.
     ///
     /// # Panics
     /// Panics when called from within an async runtime; call it from a dataflow worker or
     /// another plain thread.
     pub fn publish(&self, message: MqttMessage) {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sender = &self.senders[connection_index(&message.topic, self.senders.len())];
-        if let Err(error) = sender.blocking_send(message) {
-            tracing::warn!(topic = %error.0.topic, "dropping MQTT message: the publisher has stopped");
+        match &self.route {
+            Route::Connections(senders) => {
+                let sender = &senders[connection_index(&message.topic, senders.len())];
+                if let Err(error) = sender.blocking_send(message) {
+                    tracing::warn!(topic = %error.0.topic, "dropping MQTT message: the publisher has stopped");
+                }
+            }
+            Route::InProcess(local) => {
+                let MqttMessage { topic, payload } = message;
+                match local.publish(&topic, payload, QoS::AtLeastOnce) {
+                    Ok(()) => {
+                        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        tracing::error!(topic = %topic, error = %error, "embedded broker rejected a response; message lost");
+                    }
+                }
+            }
         }
     }
 
@@ -101,6 +134,21 @@ impl PublisherHandle {
     }
 }
 
+/// Creates a publisher that routes every message into the embedded broker behind `local`, on
+/// the calling worker's thread. Needs no tokio runtime; its handle has nothing to drain.
+pub fn in_process_publisher(local: LocalPublisher) -> (MessagePublisher, PublisherHandle) {
+    let stats = Arc::new(PublisherStats::default());
+    let publisher = MessagePublisher {
+        route: Route::InProcess(local),
+        stats: Arc::clone(&stats),
+    };
+    let handle = PublisherHandle {
+        forwards: Vec::new(),
+        stats,
+    };
+    (publisher, handle)
+}
+
 /// Starts `config.publisher_connections` publishing connections to `broker`. Must be called
 /// within a tokio runtime.
 pub fn spawn_publisher(
@@ -132,7 +180,7 @@ pub fn spawn_publisher(
         senders.push(sender);
     }
     let publisher = MessagePublisher {
-        senders: senders.into(),
+        route: Route::Connections(senders.into()),
         stats: Arc::clone(&stats),
     };
     (publisher, PublisherHandle { forwards, stats })

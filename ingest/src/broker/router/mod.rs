@@ -216,6 +216,13 @@ impl Router {
         Ok(self.route(message, Some(&handle.client_id)))
     }
 
+    /// Publishes a message from a publisher inside this process, and returns the congested
+    /// sessions that got a QoS 1 copy, which the publisher must wait for.
+    pub(crate) fn publish_local(&mut self, message: Message) -> Vec<CongestedSession> {
+        self.store_retained(&message);
+        self.route(message, None)
+    }
+
     /// Publishes a message that no client's connection waits for, such as a will.
     pub(crate) fn publish(&mut self, message: Message) {
         self.store_retained(&message);

@@ -1,8 +1,6 @@
 //! Routing of one message to the sessions whose subscriptions match its topic, and the
 //! queuing of each copy in its session.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use rumqttc::mqttbytes::QoS;
@@ -23,7 +21,10 @@ impl Router {
         publisher: Option<&str>,
     ) -> Vec<CongestedSession> {
         // Highest granted QoS per plain subscriber, then one member per matching share group.
-        let mut targets: HashMap<ClientId, QoS> = HashMap::new();
+        // A message usually matches a handful of subscriptions, so a `Vec` with a linear
+        // search beats a `HashMap` (no hashing, one small allocation). Past
+        // `LINEAR_DEDUP_LIMIT` targets the duplicates are merged by sorting instead.
+        let mut targets: Vec<(ClientId, QoS)> = Vec::new();
         let mut group_targets: Vec<(ClientId, QoS)> = Vec::new();
         let sessions = &self.sessions;
         let is_connected = |client_id: &str| {
@@ -34,14 +35,7 @@ impl Router {
         self.subscriptions
             .for_each_match(&message.topic, &mut |subscribers| {
                 for (client_id, &qos) in &subscribers.clients {
-                    match targets.entry(Arc::clone(client_id)) {
-                        Entry::Occupied(mut highest) => {
-                            *highest.get_mut() = max_qos(*highest.get(), qos)
-                        }
-                        Entry::Vacant(slot) => {
-                            slot.insert(qos);
-                        }
-                    }
+                    add_target(&mut targets, client_id, qos);
                 }
                 group_targets.extend(
                     subscribers
@@ -50,6 +44,9 @@ impl Router {
                         .filter_map(|group| group.choose(is_connected)),
                 );
             });
+        if targets.len() > LINEAR_DEDUP_LIMIT {
+            merge_duplicates(&mut targets);
+        }
         let mut congested = Vec::new();
         for (client_id, granted) in targets.into_iter().chain(group_targets) {
             let copy = Message {
@@ -117,6 +114,34 @@ impl Router {
         }
         congestion.is_active().then(|| Arc::clone(congestion))
     }
+}
+
+/// Targets up to which [`add_target`] searches for an earlier subscription of the same client;
+/// beyond it, it appends and [`merge_duplicates`] merges them afterwards.
+const LINEAR_DEDUP_LIMIT: usize = 16;
+
+/// Adds `client_id` with `qos` to `targets`, or raises the QoS of its earlier entry.
+fn add_target(targets: &mut Vec<(ClientId, QoS)>, client_id: &ClientId, qos: QoS) {
+    if targets.len() <= LINEAR_DEDUP_LIMIT
+        && let Some((_, highest)) = targets.iter_mut().find(|(known, _)| known == client_id)
+    {
+        *highest = max_qos(*highest, qos);
+        return;
+    }
+    targets.push((Arc::clone(client_id), qos));
+}
+
+/// Merges the entries of each client into one with the highest QoS.
+fn merge_duplicates(targets: &mut Vec<(ClientId, QoS)>) {
+    targets.sort_by(|first, second| first.0.cmp(&second.0));
+    targets.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            kept.1 = max_qos(kept.1, later.1);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 fn max_qos(first: QoS, second: QoS) -> QoS {

@@ -3,6 +3,7 @@
 //! Every wait is bounded by a timeout.
 
 mod flow;
+mod local;
 mod pubsub;
 mod robustness;
 mod router;
