@@ -18,8 +18,10 @@
 //! [`HistoryReader`]: super::HistoryReader
 //! [`ArchiveConfig::uncommitted_index_bytes`]: super::ArchiveConfig::uncommitted_index_bytes
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use pipeline::history::{ChangeKind, HistoryRow, Origin};
@@ -64,7 +66,10 @@ impl std::fmt::Debug for UncommittedIndex {
 
 #[derive(Debug, Default)]
 struct IndexState {
-    files: BTreeMap<PathBuf, FileRows>,
+    /// Rows by the in-progress path of their file. Keyed by the path's bytes rather than a
+    /// `PathBuf`, because the writer looks up the path once per row, and comparing bytes is
+    /// cheaper than comparing path components.
+    files: BTreeMap<OsString, FileRows>,
     /// Sum of `FileRows::bytes` over `files`.
     bytes: usize,
 }
@@ -75,6 +80,23 @@ struct FileRows {
     shadows: HashMap<Box<str>, Vec<IndexedRow>>,
     /// Estimated memory of this file's rows and keys.
     bytes: usize,
+}
+
+impl FileRows {
+    /// Adds `row` under the shadow `key`. Returns the estimated memory it added.
+    fn push(&mut self, key: Cow<'_, str>, row: IndexedRow) -> usize {
+        let mut added = row.text.len() + ROW_OVERHEAD_BYTES;
+        match self.shadows.get_mut(key.as_ref()) {
+            Some(rows) => rows.push(row),
+            None => {
+                added += key.len() + SHADOW_OVERHEAD_BYTES;
+                self.shadows
+                    .insert(key.into_owned().into_boxed_str(), vec![row]);
+            }
+        }
+        self.bytes += added;
+        added
+    }
 }
 
 /// One row without its thing and shadow name, with its optional text columns in one string.
@@ -95,30 +117,22 @@ impl UncommittedIndex {
     /// estimated memory of the whole index afterwards.
     pub(super) fn insert(&self, in_progress_path: &Path, row: &HistoryRow) -> usize {
         let indexed = IndexedRow::new(row);
-        let row_bytes = indexed.text.len() + ROW_OVERHEAD_BYTES;
         let key = shadow_key(&row.thing_name, row.shadow_name.as_deref());
 
         let mut guard = self.lock();
         let state = &mut *guard;
-        // Look up before inserting, so that only a file's first row allocates its path.
-        if !state.files.contains_key(in_progress_path) {
-            state
-                .files
-                .insert(in_progress_path.to_path_buf(), FileRows::default());
-        }
-        let file = state
-            .files
-            .get_mut(in_progress_path)
-            .expect("inserted above if missing");
-        let mut added = row_bytes;
-        match file.shadows.get_mut(key.as_str()) {
-            Some(rows) => rows.push(indexed),
+        // One lookup per row. Only the first row of a file allocates its path.
+        let added = match state.files.get_mut(in_progress_path.as_os_str()) {
+            Some(file) => file.push(key, indexed),
             None => {
-                added += key.len() + SHADOW_OVERHEAD_BYTES;
-                file.shadows.insert(key.into_boxed_str(), vec![indexed]);
+                let mut file = FileRows::default();
+                let added = file.push(key, indexed);
+                state
+                    .files
+                    .insert(in_progress_path.as_os_str().to_owned(), file);
+                added
             }
-        }
-        file.bytes += added;
+        };
         state.bytes += added;
         state.bytes
     }
@@ -127,7 +141,7 @@ impl UncommittedIndex {
     /// given up.
     pub(super) fn remove_file(&self, in_progress_path: &Path) {
         let mut state = self.lock();
-        if let Some(file) = state.files.remove(in_progress_path) {
+        if let Some(file) = state.files.remove(in_progress_path.as_os_str()) {
             state.bytes -= file.bytes;
         }
     }
@@ -149,7 +163,7 @@ impl UncommittedIndex {
         state
             .files
             .values()
-            .filter_map(|file| file.shadows.get(key.as_str()))
+            .filter_map(|file| file.shadows.get(key.as_ref()))
             .flatten()
             .filter(|row| keep(row.version, row.change, row.accepted_at_ms))
             .map(IndexedRow::to_change)
@@ -165,10 +179,11 @@ impl UncommittedIndex {
 
 /// Returns the index key of a shadow: the thing name, then a NUL and the shadow name for a
 /// named shadow. Thing names cannot contain NUL, so keys of different shadows differ.
-fn shadow_key(thing_name: &str, shadow_name: Option<&str>) -> String {
+/// A classic shadow's key borrows the thing name, so looking it up allocates nothing.
+fn shadow_key<'a>(thing_name: &'a str, shadow_name: Option<&str>) -> Cow<'a, str> {
     match shadow_name {
-        None => thing_name.to_owned(),
-        Some(shadow_name) => format!("{thing_name}\0{shadow_name}"),
+        None => Cow::Borrowed(thing_name),
+        Some(shadow_name) => Cow::Owned(format!("{thing_name}\0{shadow_name}")),
     }
 }
 

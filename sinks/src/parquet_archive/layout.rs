@@ -28,7 +28,8 @@ pub const IN_PROGRESS_SUFFIX: &str = ".inprogress";
 /// Prefix of a date partition folder, in Hive style (`date=YYYY-MM-DD`).
 pub const PARTITION_PREFIX: &str = "date=";
 
-const MS_PER_DAY: i64 = 86_400_000;
+/// Milliseconds in a UTC day, which has no leap seconds in Unix time.
+pub(super) const MS_PER_DAY: i64 = 86_400_000;
 
 /// Formats the UTC calendar date of `epoch_ms` (ms since the Unix epoch) as `YYYY-MM-DD`.
 ///

@@ -59,9 +59,11 @@
 //! - The JSON columns carry the Parquet JSON logical type. Readers without JSON support read
 //!   them as strings.
 //! - The `date` partition value is the UTC date of `accepted_at`. It is not stored in the files.
-//! - String columns are dictionary-encoded, the Parquet writer's default. All but the JSON
-//!   columns have page-level statistics and a column index, so readers can skip data by
-//!   `thing_name` and `accepted_at`. The JSON columns have only row-group statistics.
+//! - `thing_name`, `shadow_name`, `change` and `origin` are dictionary-encoded. `version` and
+//!   `accepted_at` are delta-encoded (DELTA_BINARY_PACKED), and `client_token` and the JSON
+//!   columns are plain. Every column is zstd-compressed. All but the JSON columns have
+//!   page-level statistics and a column index, so readers can skip data by `thing_name` and
+//!   `accepted_at`. The JSON columns have only row-group statistics.
 //! - Each row group is sorted by `thing_name`, `shadow_name` and `version`, so each
 //!   `thing_name` page covers a narrow range of things and readers skip the pages of other
 //!   things. Row groups follow each other in the order their rows arrived.

@@ -16,7 +16,7 @@ use arrow_array::{Array, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
-use parquet::basic::{Compression, LogicalType, TimeUnit};
+use parquet::basic::{Compression, Encoding, LogicalType, TimeUnit};
 use parquet::file::metadata::ParquetMetaData;
 use pipeline::history::{ChangeKind, HistoryRow, Origin};
 
@@ -392,6 +392,40 @@ fn metadata_has_json_types_and_statistics() {
             chunk.column_index_offset().is_some(),
             "{name} has no column index"
         );
+    }
+}
+
+#[test]
+fn columns_use_chosen_encodings() {
+    let dir = TestDir::new("encodings");
+    let archive = spawn(&dir.archive(), ArchiveConfig::default());
+    for row in varied_rows() {
+        archive.sender().send(row).expect("queue row");
+    }
+    archive.close().expect("close archive");
+
+    let files = parquet_files(&dir.archive());
+    let metadata = read_metadata(&files[0]);
+    let schema = metadata.file_metadata().schema_descr();
+    let row_group = metadata.row_group(0);
+
+    for index in 0..schema.num_columns() {
+        let name = schema.column(index).name().to_owned();
+        let encodings: Vec<Encoding> = row_group.column(index).encodings().collect();
+        let dictionary = encodings.contains(&Encoding::RLE_DICTIONARY);
+        match name.as_str() {
+            schema::VERSION | schema::ACCEPTED_AT => {
+                assert!(
+                    encodings.contains(&Encoding::DELTA_BINARY_PACKED),
+                    "column {name}: {encodings:?}"
+                );
+                assert!(!dictionary, "column {name}: {encodings:?}");
+            }
+            schema::THING_NAME | schema::SHADOW_NAME | schema::CHANGE | schema::ORIGIN => {
+                assert!(dictionary, "column {name}: {encodings:?}");
+            }
+            _ => assert!(!dictionary, "column {name}: {encodings:?}"),
+        }
     }
 }
 

@@ -24,12 +24,37 @@ use super::commit::{CommitFailure, Committer, FileGroup, group_of};
 use super::file::{FileSettings, OpenFile, sync_directory};
 use super::handle::{ArchiveHandle, Command};
 use super::io_retry::{Shared, retry_io};
-use super::layout::{FileNamer, partition_directory, utc_date};
+use super::layout::{FileNamer, MS_PER_DAY, partition_directory, utc_date};
 use super::outcome::WriterOutcome;
 use super::recovery::recover;
 use super::schema::{history_schema, parquet_schema, writer_properties};
 use super::watermark::{Admission, PositionFilter};
 use crate::error::ArchiveError;
+
+/// Commands that the writer takes from the queue between two reads of the clock.
+const DRAIN_BATCH_COMMANDS: usize = 1024;
+
+/// The UTC date of the latest row's day, so that rows of one day format their date once.
+#[derive(Default)]
+struct DateCache {
+    /// Days since the Unix epoch, and that day's `YYYY-MM-DD`.
+    last: Option<(i64, Arc<str>)>,
+}
+
+impl DateCache {
+    /// Returns the UTC date of `epoch_ms` as `YYYY-MM-DD`.
+    fn date_of(&mut self, epoch_ms: i64) -> Arc<str> {
+        let day = epoch_ms.div_euclid(MS_PER_DAY);
+        match &self.last {
+            Some((cached_day, date)) if *cached_day == day => Arc::clone(date),
+            _ => {
+                let date: Arc<str> = utc_date(epoch_ms).into();
+                self.last = Some((day, Arc::clone(&date)));
+                date
+            }
+        }
+    }
+}
 
 /// Writes history rows to the Parquet archive on its own OS thread.
 ///
@@ -43,6 +68,7 @@ pub struct ArchiveWriter {
     namer: FileNamer,
     /// Open files by UTC date (`YYYY-MM-DD`). Usually one, and two around midnight.
     open_files: BTreeMap<String, OpenFile>,
+    dates: DateCache,
     committer: Committer,
     filter: PositionFilter,
     outcome: WriterOutcome,
@@ -104,6 +130,7 @@ impl ArchiveWriter {
             shared: Arc::clone(&shared),
             namer: FileNamer::new(),
             open_files: BTreeMap::new(),
+            dates: DateCache::default(),
             outcome: WriterOutcome::default(),
         };
 
@@ -134,15 +161,16 @@ impl ArchiveWriter {
                 None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(Command::Row { row, position }) => self.append(row, position),
-                Ok(Command::Barrier(reply)) => self.barrier(&reply),
-                // Every row queued before it is in a file and in the index by now. The reader
-                // may have given up waiting, which is allowed.
-                Ok(Command::CatchUp(reply)) => {
-                    let _ = reply.send(());
-                }
+                Ok(command) => self.handle(command),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Take what else is queued before reading the clock, so that a busy writer reads
+            // it once per batch instead of once per row. A file can then pass its age limit by
+            // the time to append one batch, about a millisecond. A disconnected queue is found
+            // by the `recv` above on the next turn.
+            for command in receiver.try_iter().take(DRAIN_BATCH_COMMANDS) {
+                self.handle(command);
             }
             self.commit_expired_files();
         }
@@ -168,6 +196,18 @@ impl ArchiveWriter {
         self.outcome
     }
 
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Row { row, position } => self.append(row, position),
+            Command::Barrier(reply) => self.barrier(&reply),
+            // Every row queued before it is in a file and in the index by now. The reader may
+            // have given up waiting, which is allowed.
+            Command::CatchUp(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
     /// Returns when the oldest open file reaches its age limit, or `None` if no file is open.
     fn next_deadline(&self) -> Option<Instant> {
         let max_age = self.config.max_file_age();
@@ -187,11 +227,11 @@ impl ArchiveWriter {
             return;
         }
 
-        let date = utc_date(row.accepted_at_ms);
-        if !self.open_files.contains_key(&date) {
+        let date = self.dates.date_of(row.accepted_at_ms);
+        if !self.open_files.contains_key(&*date) {
             match self.open_file(&date, row.accepted_at_ms) {
                 Ok(file) => {
-                    self.open_files.insert(date.clone(), file);
+                    self.open_files.insert(date.to_string(), file);
                 }
                 Err(error) => {
                     if let Some(position) = position {
@@ -203,7 +243,7 @@ impl ArchiveWriter {
             }
         }
 
-        let Some(file) = self.open_files.get_mut(&date) else {
+        let Some(file) = self.open_files.get_mut(&*date) else {
             return;
         };
         // Indexed before the push, which takes the row. A failed push gives up the file and
