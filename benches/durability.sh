@@ -5,8 +5,10 @@
 # 2 dataflow workers and the embedded broker on free loopback ports. It runs `load` against it
 # twice, first in closed loop (maximum throughput), then in open loop at a fixed rate. Then it
 # stops the service with SIGTERM and deletes the folder. At the end it prints a markdown table
-# of the medians over the runs. First it times append + fdatasync on the data root's disk with
-# `sync-latency`. Every JSON report of `sync-latency` and `load` goes to the results file.
+# of the medians over the runs. The reports set no desired state, so they produce no delta
+# (`load --deltas false`); `e2e.sh` measures reports that do. First it times append +
+# fdatasync on the data root's disk with `sync-latency`. Every JSON report of `sync-latency`
+# and `load` goes to the results file.
 #
 # Usage: benches/durability.sh [--runs N] [--modes "sync batch none"] [--devices N]
 #          [--connections N] [--in-flight N] [--warmup-secs S] [--duration-secs S]
@@ -56,7 +58,7 @@ while (($# > 0)); do
         --data-root) data_root=$2; shift 2 ;;
         --results) results=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1; see --help" >&2; exit 2 ;;
     esac
 done
@@ -168,7 +170,7 @@ run_load() {
     timeout --kill-after=10 "$bound" "$load" --broker "$mqtt_address" \
         --devices "$devices" --connections "$connections" \
         --warmup-secs "$warmup_secs" --duration-secs "$duration_secs" \
-        --max-requests "$max_requests" --drain-secs "$drain_secs" "$@" \
+        --max-requests "$max_requests" --drain-secs "$drain_secs" --deltas false "$@" \
         >"$data_dir/load.json" &
     load_pid=$!
     wait "$load_pid" || status=$?

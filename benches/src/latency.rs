@@ -55,6 +55,38 @@ impl LatencySummary {
     }
 }
 
+/// A [`LatencySummary`] of the delay to `/update/delta`, whose JSON keys start with `delta_`
+/// so that it can sit beside the acknowledgement latency in one flat report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DeltaLatencySummary {
+    /// Number of recorded latencies.
+    pub delta_count: u64,
+
+    /// Median.
+    pub delta_p50_us: u64,
+
+    /// 99th percentile.
+    pub delta_p99_us: u64,
+
+    /// 99.9th percentile.
+    pub delta_p999_us: u64,
+
+    /// Largest recorded latency.
+    pub delta_max_us: u64,
+}
+
+impl From<LatencySummary> for DeltaLatencySummary {
+    fn from(summary: LatencySummary) -> Self {
+        DeltaLatencySummary {
+            delta_count: summary.count,
+            delta_p50_us: summary.p50_us,
+            delta_p99_us: summary.p99_us,
+            delta_p999_us: summary.p999_us,
+            delta_max_us: summary.max_us,
+        }
+    }
+}
+
 /// Formats microseconds as milliseconds with two decimals, such as `1.25 ms`.
 pub fn format_ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)

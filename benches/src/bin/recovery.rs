@@ -17,6 +17,10 @@ use shadowflow_benches::recovery::{
     write_data_folder,
 };
 
+/// mimalloc, as in the service: both allocate per update, so the allocator is part of the figure.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Times shadowflow's start-up recovery on a synthetic data folder.
 #[derive(Parser)]
 #[command(version)]

@@ -49,6 +49,10 @@ use serde_json::{Value, json};
 use shadowflow_benches::process;
 use shadowflow_benches::recovery::sensor;
 
+/// mimalloc, as in the service: both allocate per update, so the allocator is part of the figure.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measures the cost of a shadow update with continuous views installed.
 #[derive(Parser)]
 #[command(version)]

@@ -50,6 +50,34 @@ pub enum LoopMode {
     Open,
 }
 
+/// What answers the generator's updates, and so which messages count as replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `shadowflow serve` (or another shadow service). Before the clock starts, each device
+    /// sets a desired value that no report contains, so every accepted report also produces
+    /// an `/update/delta`. The generator times both `/update/accepted` and `/update/delta`.
+    Shadow,
+    /// A bare broker with a subscriber such as the `relay` bin. Each connection subscribes to
+    /// its own things' `/update` topics, so the broker relays every update back to its sender,
+    /// and that relayed copy is the reply. There is no delta.
+    Relay,
+}
+
+/// How open-loop updates are timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pacer {
+    /// One thread sleeps, then spins to each scheduled time, and sends every update within
+    /// tens of microseconds of it. Its wake-ups cost about 2.5 times the generator's CPU per
+    /// update of `tokio`, CPU that broker and service then lack.
+    Thread,
+    /// Each connection's task waits on tokio's timer, whose resolution is 1 ms, so updates
+    /// leave up to about 1 ms late. Cheaper: for high rates with a latency bound well above
+    /// 1 ms, such as a rate sweep.
+    Tokio,
+}
+
 /// Flags of `load`.
 #[derive(Clone, Debug, Args)]
 pub struct LoadConfig {
@@ -69,6 +97,21 @@ pub struct LoadConfig {
     /// Pacing: closed (fixed number of updates in flight) or open (fixed rate).
     #[arg(long, value_enum, default_value_t = LoopMode::Closed)]
     pub mode: LoopMode,
+
+    /// What answers the updates: a shadow service, or a bare broker that relays them.
+    #[arg(long, value_enum, default_value_t = Target::Shadow)]
+    pub target: Target,
+
+    /// Shadow target: whether each device first sets a desired value that its reports never
+    /// contain, so that every report also produces an `/update/delta` that the generator
+    /// times. Pass false for reports that produce no delta, as before this option existed.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub deltas: bool,
+
+    /// QoS of the updates and of the generator's subscriptions: 0 or 1.
+    #[arg(long, value_name = "QOS", default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
 
     /// Updates each connection keeps waiting for a reply in closed-loop mode.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_IN_FLIGHT)]
@@ -95,6 +138,11 @@ pub struct LoadConfig {
     /// then are reported as missing.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_SECS)]
     pub drain_secs: u64,
+
+    /// How open-loop updates are timed: `thread` (precise) or `tokio` (cheaper, up to 1 ms
+    /// late).
+    #[arg(long, value_enum, default_value_t = Pacer::Thread)]
+    pub pacer: Pacer,
 
     /// Sets TCP_NODELAY on the generator's sockets, so Nagle's algorithm holds back no small
     /// packet on the generator's side. Pass false to measure with Nagle's algorithm.
@@ -188,6 +236,15 @@ impl LoadConfig {
         resolve_loopback(&self.broker)
     }
 
+    /// Returns the MQTT QoS of `--qos`.
+    pub fn mqtt_qos(&self) -> rumqttc::QoS {
+        if self.qos == 0 {
+            rumqttc::QoS::AtMostOnce
+        } else {
+            rumqttc::QoS::AtLeastOnce
+        }
+    }
+
     /// Returns the warm-up time.
     pub fn warmup(&self) -> Duration {
         Duration::from_secs(self.warmup_secs)
@@ -243,6 +300,8 @@ mod tests {
         let config = parse(&[]);
         assert_eq!(config.devices, DEFAULT_DEVICES);
         assert_eq!(config.mode, LoopMode::Closed);
+        assert_eq!(config.target, Target::Shadow);
+        assert_eq!(config.mqtt_qos(), rumqttc::QoS::AtLeastOnce);
         let address = config.validate().expect("defaults validate");
         assert_eq!(address, DEFAULT_BROKER.parse().expect("address"));
     }
@@ -251,6 +310,13 @@ mod tests {
     fn mqtt_url_prefix_is_accepted() {
         let config = parse(&["--broker", "mqtt://127.0.0.1:1999"]);
         assert_eq!(config.validate().expect("valid").port(), 1999);
+    }
+
+    #[test]
+    fn qos_above_one_is_rejected() {
+        let parsed = Cli::try_parse_from(["load", "--qos", "2"]);
+        assert!(parsed.is_err());
+        assert_eq!(parse(&["--qos", "0"]).mqtt_qos(), rumqttc::QoS::AtMostOnce);
     }
 
     #[test]

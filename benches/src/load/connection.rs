@@ -1,11 +1,14 @@
-//! One MQTT connection of the load generator: set-up, the sending task and the reply handler.
+//! One MQTT connection of the load generator: set-up and the sending task.
 //!
-//! Each connection serves a fixed set of devices. After CONNECT it subscribes at QoS 1 to
-//! `/update/accepted` and `/update/rejected` of each of its things, one filter per topic. The
-//! thing names `load-{n}` share no prefix per connection, so a `+` wildcard would deliver
-//! every connection's replies to every connection. Then two tasks run: the sender
-//! publishes QoS 1 updates, round-robin over the connection's things, and the event-loop task
-//! matches each reply to its update by client token.
+//! Each connection serves a fixed set of devices. After CONNECT it subscribes to the replies
+//! of each of its things, one filter per topic: `/update/accepted`, `/update/rejected` and
+//! `/update/delta` for a shadow service, or the thing's own `/update` topic for a bare relay.
+//! The thing names `load-{n}` share no prefix per connection, so a `+` wildcard would deliver
+//! every connection's replies to every connection. For a shadow service, each device then
+//! sets its desired state once (see [`DESIRED_SETUP_PAYLOAD`]) and the set-up waits for those
+//! replies. Then two tasks run: the sender publishes updates, round-robin over the
+//! connection's things, and the reply task (in `replies`) matches each reply to its update by
+//! client token.
 //!
 //! # Notes
 //! - Both tasks share one [`ConnectionState`] behind a std `Mutex`: the lock is held only to
@@ -13,25 +16,24 @@
 //! - A connection error ends the connection for the rest of the run, without reconnecting. Its
 //!   unanswered updates count as missing, and the report shows the error.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::config::LoopMode;
+use super::config::{LoopMode, Target};
 use super::token::ClientToken;
-use crate::latency::{MAX_TRACKED_LATENCY_US, new_histogram};
+use crate::latency::new_histogram;
 
 /// Size of rumqttc's request channel per connection.
 const REQUEST_CHANNEL_CAPACITY: usize = 1024;
@@ -40,10 +42,14 @@ const REQUEST_CHANNEL_CAPACITY: usize = 1024;
 /// for the updates sent during a stall; rumqttc's default of 100 would pause the schedule.
 const MAX_UNACKED_PUBLISHES: u16 = 1000;
 
-/// Things per SUBSCRIBE packet; two filters each.
+/// Things per SUBSCRIBE packet; up to three filters each.
 const THINGS_PER_SUBSCRIBE: usize = 64;
 
-/// Time allowed for CONNECT and all SUBSCRIBEs of one connection.
+/// Desired-state updates sent before waiting for their replies during set-up, well below
+/// [`REQUEST_CHANNEL_CAPACITY`] so that queueing them never waits for the event loop.
+const SETUP_CHUNK: usize = 256;
+
+/// Time allowed for CONNECT, all SUBSCRIBEs and the desired-state set-up of one connection.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// MQTT keep-alive interval.
@@ -51,6 +57,23 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Largest packet the generator sends or accepts: the AWS IoT payload limit, 128 KiB.
 const MAX_PACKET_BYTES: usize = 128 * 1024;
+
+/// Client token of the set-up updates; it does not parse as a [`ClientToken`].
+pub const SETUP_CLIENT_TOKEN: &str = "load-setup";
+
+/// The update each device sends once before the clock starts. No report contains `mode`, so
+/// desired never matches reported and every accepted report produces an `/update/delta`.
+const DESIRED_SETUP_PAYLOAD: &str =
+    r#"{"state":{"desired":{"mode":"eco"}},"clientToken":"load-setup"}"#;
+
+/// Runs of this process so far; part of each client id, so a run that follows another in
+/// the same process (as in `sweep`) never takes over a session that is still closing.
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// Returns a number for the next run of this process.
+pub fn next_run_number() -> u32 {
+    RUNS.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Common start instant of all connections; times are microseconds since it.
 #[derive(Clone, Copy, Debug)]
@@ -116,11 +139,14 @@ pub struct ConnectionStats {
     /// Updates published at or after the end of the warm-up.
     pub sent_measured: u64,
 
-    /// `/update/accepted` replies matched to an update.
+    /// `/update/accepted` replies (or relayed copies) matched to an update.
     pub accepted: u64,
 
     /// Accepted replies that arrived between the end of the warm-up and the end of sending.
     pub accepted_in_window: u64,
+
+    /// `/update/delta` messages matched to an update.
+    pub deltas: u64,
 
     /// `/update/rejected` replies matched to an update, by error code.
     pub rejected: BTreeMap<u16, u64>,
@@ -128,12 +154,16 @@ pub struct ConnectionStats {
     /// Replies whose client token this connection did not issue.
     pub unexpected: u64,
 
-    /// Second replies to an update that already had a reply.
+    /// Replies of a kind that an update already had.
     pub duplicate: u64,
 
     /// Latency from send (or scheduled send) to the accepted reply, in microseconds, of updates
     /// sent after the warm-up.
     pub latency: Histogram<u64>,
+
+    /// Latency from send (or scheduled send) to the delta, in microseconds, of updates sent
+    /// after the warm-up.
+    pub delta_latency: Histogram<u64>,
 
     /// Open-loop mode: how late each measured update left after its scheduled time, in
     /// microseconds.
@@ -153,10 +183,12 @@ impl Default for ConnectionStats {
             sent_measured: 0,
             accepted: 0,
             accepted_in_window: 0,
+            deltas: 0,
             rejected: BTreeMap::new(),
             unexpected: 0,
             duplicate: 0,
             latency: new_histogram(),
+            delta_latency: new_histogram(),
             send_lag: new_histogram(),
             last_accepted_us: 0,
             error: None,
@@ -164,14 +196,36 @@ impl Default for ConnectionStats {
     }
 }
 
+/// Replies an update still waits for, as bits.
+pub type Awaiting = u8;
+
+/// The update waits for its `/update/accepted` (or `/update/rejected`, or relayed copy).
+pub const AWAITING_REPLY: Awaiting = 1;
+
+/// The update waits for its `/update/delta`.
+pub const AWAITING_DELTA: Awaiting = 2;
+
 /// State shared by a connection's sender and reply task.
 #[derive(Debug, Default)]
 pub struct ConnectionState {
-    /// Sequence numbers of updates published and still without a reply.
-    pub outstanding: HashSet<u64>,
+    /// Sequence numbers of updates published and still waiting for a reply or a delta.
+    pub outstanding: HashMap<u64, Awaiting>,
 
     /// Counts and latencies so far.
     pub stats: ConnectionStats,
+}
+
+impl ConnectionState {
+    /// Returns the updates without a reply and the updates without a delta.
+    pub fn missing(&self) -> (u64, u64) {
+        let count = |bit: Awaiting| {
+            self.outstanding
+                .values()
+                .filter(|awaiting| **awaiting & bit != 0)
+                .count() as u64
+        };
+        (count(AWAITING_REPLY), count(AWAITING_DELTA))
+    }
 }
 
 /// One connected and subscribed MQTT connection, before its tasks start.
@@ -183,33 +237,60 @@ pub struct Connection {
     pub event_loop: EventLoop,
 }
 
+/// Settings of one connection that come from the run's flags.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionOptions {
+    /// What answers the updates.
+    pub target: Target,
+
+    /// QoS of updates and subscriptions.
+    pub qos: QoS,
+
+    /// Shadow target: whether every update also waits for its delta.
+    pub deltas: bool,
+
+    /// Closed loop: updates waiting for their replies.
+    pub in_flight: u32,
+
+    /// Whether the socket sets TCP_NODELAY.
+    pub tcp_nodelay: bool,
+
+    /// Number of the run in this process.
+    pub run: u32,
+}
+
 impl Connection {
-    /// Connects to `broker` and subscribes to the replies of `things`, whose update topics
-    /// the sender then cycles through.
+    /// Connects to `broker`, subscribes to the replies of `things`, whose update topics the
+    /// sender then cycles through, and (for a shadow service) sets each thing's desired state.
     ///
     /// # Errors
-    /// Fails when the connection, a SUBSCRIBE or a filter is rejected, or set-up takes longer
-    /// than 30 s.
+    /// Fails when the connection, a SUBSCRIBE, a filter or a set-up update is rejected, or
+    /// set-up takes longer than 30 s.
     pub async fn open(
         broker: SocketAddr,
         index: u32,
         things: &[String],
-        in_flight: u32,
-        tcp_nodelay: bool,
+        options: ConnectionOptions,
     ) -> anyhow::Result<Self> {
-        let client_id = format!("sfload-{}-{index}", std::process::id());
-        let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
-        options
-            .set_keep_alive(KEEP_ALIVE)
+        let client_id = format!("sfload-{}-{}-{index}", std::process::id(), options.run);
+        let mut mqtt = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
+        mqtt.set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_inflight(MAX_UNACKED_PUBLISHES)
             .set_clean_session(true);
-        let (client, mut event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+        let (client, mut event_loop) = AsyncClient::new(mqtt, REQUEST_CHANNEL_CAPACITY);
         let mut network = NetworkOptions::new();
-        network.set_tcp_nodelay(tcp_nodelay);
+        network.set_tcp_nodelay(options.tcp_nodelay);
         event_loop.set_network_options(network);
 
-        tokio::time::timeout(SETUP_TIMEOUT, subscribe(&client, &mut event_loop, things))
+        let setup = async {
+            subscribe(&client, &mut event_loop, things, options).await?;
+            if options.target == Target::Shadow && options.deltas {
+                set_desired(&client, &mut event_loop, things).await?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(SETUP_TIMEOUT, setup)
             .await
             .with_context(|| format!("connection {index}: set-up timed out after 30 s"))?
             .with_context(|| format!("connection {index} to {broker}"))?;
@@ -221,8 +302,13 @@ impl Connection {
                 .map(|thing| format!("$aws/things/{thing}/shadow/update"))
                 .collect(),
             client,
+            qos: options.qos,
+            awaiting: match options.target {
+                Target::Shadow if options.deltas => AWAITING_REPLY | AWAITING_DELTA,
+                Target::Shadow | Target::Relay => AWAITING_REPLY,
+            },
             state: Arc::new(Mutex::new(ConnectionState::default())),
-            permits: Arc::new(Semaphore::new(in_flight as usize)),
+            permits: Arc::new(Semaphore::new(options.in_flight as usize)),
         };
         Ok(Connection {
             handles,
@@ -236,6 +322,7 @@ async fn subscribe(
     client: &AsyncClient,
     event_loop: &mut EventLoop,
     things: &[String],
+    options: ConnectionOptions,
 ) -> anyhow::Result<()> {
     loop {
         match event_loop.poll().await.context("connecting")? {
@@ -243,12 +330,17 @@ async fn subscribe(
             _ => continue,
         }
     }
+    let suffixes: &[&str] = match options.target {
+        Target::Shadow if options.deltas => &["/accepted", "/rejected", "/delta"],
+        Target::Shadow => &["/accepted", "/rejected"],
+        Target::Relay => &[""],
+    };
     let mut pending_acks = 0;
     for chunk in things.chunks(THINGS_PER_SUBSCRIBE) {
         let filters = chunk.iter().flat_map(|thing| {
-            ["accepted", "rejected"].map(|reply| {
-                let topic = format!("$aws/things/{thing}/shadow/update/{reply}");
-                SubscribeFilter::new(topic, QoS::AtLeastOnce)
+            suffixes.iter().map(move |suffix| {
+                let topic = format!("$aws/things/{thing}/shadow/update{suffix}");
+                SubscribeFilter::new(topic, options.qos)
             })
         });
         client
@@ -268,6 +360,46 @@ async fn subscribe(
                 );
             }
             pending_acks -= 1;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes [`DESIRED_SETUP_PAYLOAD`] for every thing at QoS 1 and waits until each has its
+/// `/update/accepted`.
+async fn set_desired(
+    client: &AsyncClient,
+    event_loop: &mut EventLoop,
+    things: &[String],
+) -> anyhow::Result<()> {
+    for chunk in things.chunks(SETUP_CHUNK) {
+        for thing in chunk {
+            client
+                .publish(
+                    format!("$aws/things/{thing}/shadow/update"),
+                    QoS::AtLeastOnce,
+                    false,
+                    DESIRED_SETUP_PAYLOAD,
+                )
+                .await
+                .context("queueing a desired-state update")?;
+        }
+        let mut accepted = 0;
+        while accepted < chunk.len() {
+            let event = event_loop.poll().await.context("setting desired states")?;
+            let Event::Incoming(Packet::Publish(publish)) = event else {
+                continue;
+            };
+            if publish.topic.ends_with("/update/rejected") {
+                bail!(
+                    "the service rejected the desired-state update of {}: {}",
+                    publish.topic,
+                    String::from_utf8_lossy(&publish.payload)
+                );
+            }
+            if publish.topic.ends_with("/update/accepted") {
+                accepted += 1;
+            }
         }
     }
     Ok(())
@@ -323,38 +455,57 @@ pub async fn send_updates(
         if !budget.take() {
             break;
         }
-
-        let token = ClientToken {
-            connection: connection.index,
+        let lag_us =
+            (plan.mode == LoopMode::Open).then(|| clock.now_us().saturating_sub(sent_at_us));
+        let (topic, payload) = begin_update(
+            &connection,
             sequence,
             sent_at_us,
-        };
-        token_text.clear();
-        token.write_to(&mut token_text);
-        let topic = &connection.topics[sequence as usize % connection.topics.len()];
-        let payload = update_payload(sequence, &token_text);
-        {
-            let mut state = connection
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            state.outstanding.insert(sequence);
-            state.stats.sent += 1;
-            if sent_at_us >= phases.measure_from_us {
-                state.stats.sent_measured += 1;
-                if plan.mode == LoopMode::Open {
-                    let lag_us = clock.now_us().saturating_sub(sent_at_us);
-                    state.stats.send_lag.saturating_record(lag_us);
-                }
-            }
-        }
+            lag_us,
+            phases,
+            &mut token_text,
+        );
         connection
             .client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+            .publish(topic, connection.qos, false, payload)
             .await
             .context("publishing an update: the connection's event loop has ended")?;
     }
     Ok(())
+}
+
+/// Records update `sequence` of `connection` as outstanding and returns its topic and payload.
+/// `lag_us` is how late an open-loop update leaves after its scheduled time `sent_at_us`.
+pub fn begin_update<'a>(
+    connection: &'a ConnectionHandles,
+    sequence: u64,
+    sent_at_us: u64,
+    lag_us: Option<u64>,
+    phases: Phases,
+    token_text: &mut String,
+) -> (&'a str, Vec<u8>) {
+    let token = ClientToken {
+        connection: connection.index,
+        sequence,
+        sent_at_us,
+    };
+    token_text.clear();
+    token.write_to(token_text);
+    let topic = &connection.topics[sequence as usize % connection.topics.len()];
+    let payload = update_payload(sequence, token_text);
+    let mut state = connection
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    state.outstanding.insert(sequence, connection.awaiting);
+    state.stats.sent += 1;
+    if sent_at_us >= phases.measure_from_us {
+        state.stats.sent_measured += 1;
+        if let Some(lag_us) = lag_us {
+            state.stats.send_lag.saturating_record(lag_us);
+        }
+    }
+    (topic.as_str(), payload)
 }
 
 /// The parts of a [`Connection`] that its sender uses.
@@ -369,6 +520,12 @@ pub struct ConnectionHandles {
     /// rumqttc handle for publishing.
     pub client: AsyncClient,
 
+    /// QoS of the updates.
+    pub qos: QoS,
+
+    /// Replies each update waits for.
+    pub awaiting: Awaiting,
+
     /// Shared with the reply task.
     pub state: Arc<Mutex<ConnectionState>>,
 
@@ -380,7 +537,7 @@ pub struct ConnectionHandles {
 ///
 /// Example: `{"state":{"reported":{"temperature":21.37,"humidity":48.2,"battery":87,
 /// "rssi":-67}},"clientToken":"0.17.5000123"}`, about 110 bytes.
-fn update_payload(sequence: u64, client_token: &str) -> Vec<u8> {
+pub fn update_payload(sequence: u64, client_token: &str) -> Vec<u8> {
     let mix = sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
     let temperature = 15.0 + (mix % 1500) as f64 / 100.0;
     let humidity = 30.0 + (mix % 400) as f64 / 10.0;
@@ -399,190 +556,4 @@ fn update_payload(sequence: u64, client_token: &str) -> Vec<u8> {
     })
     .expect("writing to a String cannot fail");
     payload.into_bytes()
-}
-
-/// The fields of a reply the generator reads.
-#[derive(Deserialize)]
-struct Reply<'a> {
-    #[serde(rename = "clientToken", borrow)]
-    client_token: Option<std::borrow::Cow<'a, str>>,
-    code: Option<u16>,
-}
-
-/// Polls the connection's event loop, matching replies to updates, until DISCONNECT is sent or
-/// the connection fails. The outcome is in the shared state.
-pub async fn handle_replies(
-    index: u32,
-    mut event_loop: EventLoop,
-    state: Arc<Mutex<ConnectionState>>,
-    permits: Arc<Semaphore>,
-    clock: Clock,
-    phases: Phases,
-) {
-    loop {
-        match event_loop.poll().await {
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let now_us = clock.now_us();
-                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                if record_reply(&mut state, index, &publish, now_us, phases) {
-                    permits.add_permits(1);
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
-            Err(error) => {
-                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                state.stats.error = Some(error.to_string());
-                return;
-            }
-        }
-    }
-}
-
-/// Counts one reply and returns whether it matched an outstanding update.
-fn record_reply(
-    state: &mut ConnectionState,
-    index: u32,
-    publish: &Publish,
-    now_us: u64,
-    phases: Phases,
-) -> bool {
-    let accepted = publish.topic.ends_with("/update/accepted");
-    if !accepted && !publish.topic.ends_with("/update/rejected") {
-        state.stats.unexpected += 1;
-        return false;
-    }
-    let reply: Option<Reply<'_>> = serde_json::from_slice(&publish.payload).ok();
-    let token = reply
-        .as_ref()
-        .and_then(|reply| reply.client_token.as_deref())
-        .and_then(ClientToken::parse)
-        .filter(|token| token.connection == index);
-    let Some(token) = token else {
-        state.stats.unexpected += 1;
-        return false;
-    };
-    if !state.outstanding.remove(&token.sequence) {
-        state.stats.duplicate += 1;
-        return false;
-    }
-
-    let stats = &mut state.stats;
-    if accepted {
-        stats.accepted += 1;
-        stats.last_accepted_us = now_us;
-        if (phases.measure_from_us..=phases.send_until_us).contains(&now_us) {
-            stats.accepted_in_window += 1;
-        }
-        if token.sent_at_us >= phases.measure_from_us {
-            let latency_us = now_us.saturating_sub(token.sent_at_us);
-            stats
-                .latency
-                .saturating_record(latency_us.min(MAX_TRACKED_LATENCY_US));
-        }
-    } else {
-        let code = reply.and_then(|reply| reply.code).unwrap_or(0);
-        *stats.rejected.entry(code).or_default() += 1;
-    }
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PHASES: Phases = Phases {
-        measure_from_us: 1_000,
-        send_until_us: 10_000,
-    };
-
-    fn reply(topic: &str, payload: &str) -> Publish {
-        Publish::new(topic, QoS::AtLeastOnce, payload.as_bytes().to_vec())
-    }
-
-    fn state_with_outstanding(sequences: &[u64]) -> ConnectionState {
-        let mut state = ConnectionState::default();
-        state.outstanding.extend(sequences);
-        state
-    }
-
-    #[test]
-    fn accepted_reply_records_latency() {
-        let mut state = state_with_outstanding(&[3]);
-        let publish = reply(
-            "$aws/things/load-3/shadow/update/accepted",
-            r#"{"state":{},"version":2,"clientToken":"0.3.2000"}"#,
-        );
-        assert!(record_reply(&mut state, 0, &publish, 2_500, PHASES));
-        assert!(state.outstanding.is_empty());
-        assert_eq!(state.stats.accepted, 1);
-        assert_eq!(state.stats.accepted_in_window, 1);
-        assert_eq!(state.stats.latency.len(), 1);
-        assert_eq!(state.stats.latency.max(), 500);
-    }
-
-    #[test]
-    fn warm_up_update_is_not_measured() {
-        let mut state = state_with_outstanding(&[0]);
-        let publish = reply(
-            "$aws/things/load-0/shadow/update/accepted",
-            r#"{"clientToken":"0.0.500"}"#,
-        );
-        assert!(record_reply(&mut state, 0, &publish, 1_200, PHASES));
-        assert_eq!(state.stats.accepted, 1);
-        assert_eq!(state.stats.latency.len(), 0);
-    }
-
-    #[test]
-    fn rejected_reply_is_counted_by_code() {
-        let mut state = state_with_outstanding(&[5]);
-        let publish = reply(
-            "$aws/things/load-5/shadow/update/rejected",
-            r#"{"code":503,"message":"Service unavailable","clientToken":"0.5.2000"}"#,
-        );
-        assert!(record_reply(&mut state, 0, &publish, 2_500, PHASES));
-        assert_eq!(state.stats.rejected.get(&503), Some(&1));
-        assert_eq!(state.stats.accepted, 0);
-    }
-
-    #[test]
-    fn second_reply_counts_as_duplicate() {
-        let mut state = state_with_outstanding(&[1]);
-        let publish = reply(
-            "$aws/things/load-1/shadow/update/accepted",
-            r#"{"clientToken":"0.1.2000"}"#,
-        );
-        assert!(record_reply(&mut state, 0, &publish, 2_500, PHASES));
-        assert!(!record_reply(&mut state, 0, &publish, 2_600, PHASES));
-        assert_eq!(state.stats.duplicate, 1);
-    }
-
-    #[test]
-    fn reply_of_other_connection_is_unexpected() {
-        let mut state = state_with_outstanding(&[1]);
-        let publish = reply(
-            "$aws/things/load-1/shadow/update/accepted",
-            r#"{"clientToken":"4.1.2000"}"#,
-        );
-        assert!(!record_reply(&mut state, 0, &publish, 2_500, PHASES));
-        assert_eq!(state.stats.unexpected, 1);
-        assert_eq!(state.outstanding.len(), 1);
-    }
-
-    #[test]
-    fn payload_is_a_valid_update() {
-        let payload = update_payload(17, "0.17.5000123");
-        let value: serde_json::Value = serde_json::from_slice(&payload).expect("payload is JSON");
-        assert_eq!(value["clientToken"], "0.17.5000123");
-        assert!(value["state"]["reported"]["temperature"].is_f64());
-        assert!(value["state"]["reported"]["rssi"].is_i64());
-    }
-
-    #[test]
-    fn budget_runs_out() {
-        let budget = Budget::new(2);
-        assert!(budget.take());
-        assert!(budget.take());
-        assert!(!budget.take());
-    }
 }

@@ -4,26 +4,37 @@
 //! subscribes every connection first, then starts the clock: updates go out for the warm-up
 //! plus the measured time (or until `--max-requests`), then the generator waits up to
 //! `--drain-secs` for outstanding replies and disconnects. Only replies to updates sent after
-//! the warm-up enter the latency histogram, and only accepted replies that arrive between the
+//! the warm-up enter the latency histograms, and only accepted replies that arrive between the
 //! end of the warm-up and the end of sending count towards the throughput.
+//!
+//! Against a shadow service (`--target shadow`, the default) every device first sets a
+//! desired value that its reports never contain, so every accepted report also produces an
+//! `/update/delta`, and the generator times both. Against a bare broker with a subscriber
+//! (`--target relay`) each connection subscribes to its own update topics, and the reply is
+//! the broker's relayed copy of the update.
 //!
 //! # Notes
 //! - Latency is measured on the generator's clock, from just before the update is handed to
 //!   rumqttc (closed loop) or from its scheduled time (open loop) to the arrival of
-//!   `/update/accepted`. It includes MQTT in both directions, the broker and the service's
-//!   durability wait.
-//! - tokio's timer has a resolution of 1 ms, so open-loop updates leave up to about 1 ms after
-//!   their scheduled time. That lag is part of the open-loop latency, and the report shows it
-//!   separately (`send_lag_p99_us`).
+//!   `/update/accepted` (or the relayed copy) and of `/update/delta`. It includes MQTT in both
+//!   directions, the broker and the service's durability wait.
+//! - In closed-loop mode an update keeps its in-flight slot until it has both replies.
+//! - Open-loop updates of all connections leave from one pacing thread (see `pacer`), which
+//!   sleeps and then spins to each scheduled time instead of using tokio's 1 ms timer
+//!   (`--pacer tokio` uses that timer, for less CPU). How late they still leave is part of the
+//!   open-loop latency, and the report shows it separately (`send_lag_p99_us`).
 //!
 //! # Example
 //!
 //! ```text
 //! load --broker 127.0.0.1:1883 --devices 1000 --connections 8 --mode closed --in-flight 32
+//! load --broker 127.0.0.1:1883 --mode open --rate 10000 --qos 0
 //! ```
 
 mod config;
 mod connection;
+mod pacer;
+mod replies;
 mod report;
 mod token;
 
@@ -33,14 +44,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-pub use config::{LoadConfig, LoadConfigError, LoopMode};
+pub use config::{LoadConfig, LoadConfigError, LoopMode, Pacer, Target};
 pub use report::LoadReport;
 pub use token::ClientToken;
 
 use connection::{
-    Budget, Clock, Connection, ConnectionHandles, ConnectionStats, Phases, SendPlan,
-    handle_replies, send_updates,
+    Budget, Clock, Connection, ConnectionHandles, ConnectionOptions, ConnectionStats, Phases,
+    SendPlan, next_run_number, send_updates,
 };
+use pacer::pace_open_loop;
+use replies::handle_replies;
 
 /// How often the drain checks whether every reply has arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
@@ -54,21 +67,29 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fails when a connection cannot be set up. Errors during the run end only the connection
 /// they happen on, and the report lists them.
 pub async fn run(config: &LoadConfig, broker: SocketAddr) -> anyhow::Result<LoadReport> {
+    let cpu_before = crate::process::cpu_seconds().context("reading the generator's CPU time")?;
+    let options = ConnectionOptions {
+        target: config.target,
+        qos: config.mqtt_qos(),
+        deltas: config.deltas,
+        in_flight: config.in_flight,
+        tcp_nodelay: config.tcp_nodelay,
+        run: next_run_number(),
+    };
     let mut connections = Vec::with_capacity(config.connections as usize);
     for index in 0..config.connections {
         let things: Vec<String> = (index..config.devices)
             .step_by(config.connections as usize)
             .map(|device| format!("load-{device}"))
             .collect();
-        let connection =
-            Connection::open(broker, index, &things, config.in_flight, config.tcp_nodelay)
-                .await
-                .with_context(|| {
-                    format!(
-                        "setting up MQTT connection {index} of {}",
-                        config.connections
-                    )
-                })?;
+        let connection = Connection::open(broker, index, &things, options)
+            .await
+            .with_context(|| {
+                format!(
+                    "setting up MQTT connection {index} of {}",
+                    config.connections
+                )
+            })?;
         connections.push(connection);
     }
 
@@ -83,6 +104,7 @@ pub async fn run(config: &LoadConfig, broker: SocketAddr) -> anyhow::Result<Load
 
     let mut handles: Vec<ConnectionHandles> = Vec::new();
     let mut senders = Vec::new();
+    let mut paced = Vec::new();
     let mut receivers = Vec::new();
     for connection in connections {
         let handle = connection.handles;
@@ -99,16 +121,30 @@ pub async fn run(config: &LoadConfig, broker: SocketAddr) -> anyhow::Result<Load
             period_ns,
             offset_ns: period_ns * u64::from(handle.index) / u64::from(config.connections),
         };
-        senders.push(tokio::spawn(send_updates(
-            handle.clone(),
-            plan,
-            clock,
-            phases,
-            Arc::clone(&budget),
-        )));
+        match config.mode {
+            LoopMode::Open if config.pacer == Pacer::Thread => {
+                paced.push((handle.clone(), plan));
+            }
+            LoopMode::Closed | LoopMode::Open => senders.push(tokio::spawn(send_updates(
+                handle.clone(),
+                plan,
+                clock,
+                phases,
+                Arc::clone(&budget),
+            ))),
+        }
         handles.push(handle);
     }
 
+    if !paced.is_empty() {
+        let runtime = tokio::runtime::Handle::current();
+        let budget = Arc::clone(&budget);
+        tokio::task::spawn_blocking(move || {
+            pace_open_loop(paced, clock, phases, &budget, &runtime);
+        })
+        .await
+        .context("the open-loop pacer panicked")?;
+    }
     for (sender, handle) in senders.into_iter().zip(&handles) {
         let result = sender.await.context("the sender task panicked")?;
         if let Err(error) = result {
@@ -122,7 +158,7 @@ pub async fn run(config: &LoadConfig, broker: SocketAddr) -> anyhow::Result<Load
     wait_for_replies(&handles, Instant::now() + config.drain()).await;
 
     let mut stats: Vec<ConnectionStats> = Vec::with_capacity(handles.len());
-    let mut missing = 0;
+    let mut missing = (0, 0);
     for (receiver, handle) in receivers.into_iter().zip(&handles) {
         // The event loop sends DISCONNECT and ends; a failed connection has ended already.
         let _ = handle.client.try_disconnect();
@@ -134,11 +170,19 @@ pub async fn run(config: &LoadConfig, broker: SocketAddr) -> anyhow::Result<Load
             abort.abort();
         }
         let mut state = handle.state.lock().unwrap_or_else(PoisonError::into_inner);
-        missing += state.outstanding.len() as u64;
+        let (replies, deltas) = state.missing();
+        missing.0 += replies;
+        missing.1 += deltas;
         stats.push(std::mem::take(&mut state.stats));
     }
     let cpu_secs = crate::process::cpu_seconds().context("reading the generator's CPU time")?;
-    Ok(LoadReport::new(config, phases, &stats, missing, cpu_secs))
+    Ok(LoadReport::new(
+        config,
+        phases,
+        &stats,
+        missing,
+        cpu_secs - cpu_before,
+    ))
 }
 
 /// Waits until no update is outstanding on any connection, or until `deadline`.

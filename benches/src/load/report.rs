@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::config::{LoadConfig, LoopMode};
+use super::config::{LoadConfig, LoopMode, Target};
 use super::connection::{ConnectionStats, Phases};
-use crate::latency::{LatencySummary, format_ms, new_histogram};
+use crate::latency::{DeltaLatencySummary, LatencySummary, format_ms, new_histogram};
 
 /// Totals of one run. Serialised as the JSON line that `durability.sh` reads; the numeric
 /// fields are top-level so that a shell script can pick them out.
@@ -20,6 +20,12 @@ pub struct LoadReport {
 
     /// Pacing of the run.
     pub mode: LoopMode,
+
+    /// Kind of server that replied to the updates.
+    pub target: Target,
+
+    /// QoS of the updates and subscriptions.
+    pub qos: u8,
 
     /// Simulated devices.
     pub devices: u32,
@@ -64,6 +70,12 @@ pub struct LoadReport {
     /// Updates without any reply by the end of the drain time.
     pub missing: u64,
 
+    /// `/update/delta` messages matched to an update.
+    pub deltas: u64,
+
+    /// Shadow target: updates without their delta by the end of the drain time.
+    pub missing_delta: u64,
+
     /// Replies whose client token no connection of this run issued.
     pub unexpected: u64,
 
@@ -81,6 +93,14 @@ pub struct LoadReport {
     #[serde(flatten)]
     pub latency: LatencySummary,
 
+    /// Latency from the (scheduled) send of an update to its delta, for updates sent after
+    /// the warm-up; all zeros for the relay target.
+    #[serde(flatten)]
+    pub delta_latency: DeltaLatencySummary,
+
+    /// Open loop: median of how late updates left after their scheduled time.
+    pub send_lag_p50_us: u64,
+
     /// Open loop: 99th percentile of how late updates left after their scheduled time.
     pub send_lag_p99_us: u64,
 
@@ -93,20 +113,24 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// Adds up the stats of every connection. `missing` is the number of updates still
-    /// without a reply after the drain.
+    /// without a reply, and without a delta, after the drain.
     pub fn new(
         config: &LoadConfig,
         phases: Phases,
         stats: &[ConnectionStats],
-        missing: u64,
+        missing: (u64, u64),
         generator_cpu_secs: f64,
     ) -> Self {
         let mut latency = new_histogram();
+        let mut delta_latency = new_histogram();
         let mut send_lag = new_histogram();
         let mut rejected_by_code = BTreeMap::new();
         for connection in stats {
             latency
                 .add(&connection.latency)
+                .expect("every histogram has the same bounds");
+            delta_latency
+                .add(&connection.delta_latency)
                 .expect("every histogram has the same bounds");
             send_lag
                 .add(&connection.send_lag)
@@ -134,6 +158,8 @@ impl LoadReport {
             bench: "load",
             label: config.label.clone(),
             mode: config.mode,
+            target: config.target,
+            qos: config.qos,
             devices: config.devices,
             connections: config.connections,
             in_flight: (config.mode == LoopMode::Closed).then_some(config.in_flight),
@@ -151,12 +177,16 @@ impl LoadReport {
             },
             rejected: rejected_by_code.values().sum(),
             rejected_by_code,
-            missing,
+            missing: missing.0,
+            deltas: sum(|s| s.deltas),
+            missing_delta: missing.1,
             unexpected: sum(|s| s.unexpected),
             duplicate: sum(|s| s.duplicate),
             connection_errors: errors.len() as u64,
             first_error: errors.first().map(|error| (*error).clone()),
             latency: LatencySummary::of(&latency),
+            delta_latency: LatencySummary::of(&delta_latency).into(),
+            send_lag_p50_us: LatencySummary::of(&send_lag).p50_us,
             send_lag_p99_us: LatencySummary::of(&send_lag).p99_us,
             send_lag_max_us: send_lag.max(),
             generator_cpu_secs,
@@ -188,13 +218,14 @@ impl LoadReport {
         };
         let mut line = format!(
             "{label}{pacing}, {} devices over {} connections, {:.1} s after {} s warm-up: \
-             {:.0} accepted/s; ack latency p50 {}, p99 {}, p99.9 {}, max {}; {} rejected, {} \
-             missing",
+             {:.0} accepted/s at QoS {}; ack latency p50 {}, p99 {}, p99.9 {}, max {}; {} \
+             rejected, {} missing",
             self.devices,
             self.connections,
             self.measured_secs,
             self.warmup_secs,
             self.throughput_per_s,
+            self.qos,
             format_ms(self.latency.p50_us),
             format_ms(self.latency.p99_us),
             format_ms(self.latency.p999_us),
@@ -202,6 +233,16 @@ impl LoadReport {
             self.rejected,
             self.missing,
         );
+        if self.target == Target::Shadow && self.deltas + self.missing_delta > 0 {
+            line.push_str(&format!(
+                "; delta latency p50 {}, p99 {}, p99.9 {}, max {}; {} missing deltas",
+                format_ms(self.delta_latency.delta_p50_us),
+                format_ms(self.delta_latency.delta_p99_us),
+                format_ms(self.delta_latency.delta_p999_us),
+                format_ms(self.delta_latency.delta_max_us),
+                self.missing_delta,
+            ));
+        }
         if self.unexpected + self.duplicate > 0 {
             line.push_str(&format!(
                 ", {} unexpected, {} duplicate replies",
