@@ -5,8 +5,7 @@ use std::sync::OnceLock;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pipeline::shadow::{
-    accepted_document, apply_update, compute_delta, decode_update, delta_document,
-    documents_document, get_document,
+    accepted_json, apply_update, compute_delta, decode_update, delta_json, documents_json, get_json,
 };
 
 use crate::inputs::{NOW_S, ShadowCase, shadow_cases};
@@ -90,8 +89,8 @@ pub fn metadata(c: &mut Criterion) {
     group.finish();
 }
 
-/// Response documents, built and encoded to bytes as the dataflow publishes them. Throughput
-/// in encoded bytes.
+/// Response documents, written as JSON bytes by the encoders the dataflow publishes with.
+/// Throughput in encoded bytes.
 pub fn responses(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline::shadow::documents");
     for case in cases() {
@@ -101,33 +100,19 @@ pub fn responses(c: &mut Criterion) {
         let encoders: [(&str, Encoder<'_>); 4] = [
             (
                 "update_accepted",
-                Box::new(|| encode(&accepted_document(&case.request, version, NOW_S))),
+                Box::new(|| accepted_json(&case.request, version, NOW_S)),
             ),
             (
                 "update_documents",
-                Box::new(|| {
-                    encode(&documents_document(
-                        Some(&case.stored),
-                        &case.updated,
-                        NOW_S,
-                        token,
-                    ))
-                }),
+                Box::new(|| documents_json(Some(&case.stored), &case.updated, NOW_S, token)),
             ),
             (
                 "update_delta",
-                Box::new(|| encode(&delta_document(&delta, version, NOW_S, token))),
+                Box::new(|| delta_json(&delta, version, NOW_S, token)),
             ),
             (
                 "get_accepted",
-                Box::new(|| {
-                    encode(&get_document(
-                        &case.with_desired,
-                        Some(&delta),
-                        NOW_S,
-                        token,
-                    ))
-                }),
+                Box::new(|| get_json(&case.with_desired, Some(&delta), NOW_S, token)),
             ),
         ];
         for (name, encoder) in &encoders {
@@ -138,9 +123,5 @@ pub fn responses(c: &mut Criterion) {
     group.finish();
 }
 
-/// Builds one response document and encodes it.
+/// Writes one response document.
 type Encoder<'a> = Box<dyn Fn() -> Vec<u8> + 'a>;
-
-fn encode(document: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(document).expect("a JSON value always serialises")
-}

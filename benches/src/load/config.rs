@@ -64,7 +64,7 @@ pub enum Target {
     Relay,
 }
 
-/// How open-loop updates are timed.
+/// Timing of open-loop updates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Pacer {
@@ -139,8 +139,7 @@ pub struct LoadConfig {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_SECS)]
     pub drain_secs: u64,
 
-    /// How open-loop updates are timed: `thread` (precise) or `tokio` (cheaper, up to 1 ms
-    /// late).
+    /// Timing of open-loop updates: `thread` (precise) or `tokio` (cheaper, up to 1 ms late).
     #[arg(long, value_enum, default_value_t = Pacer::Thread)]
     pub pacer: Pacer,
 
