@@ -81,7 +81,7 @@ for run in $(seq 1 "$runs"); do
         >"$data_dir/stdout" 2>"$data_dir/service.log" &
     service_pid=$!
     waited=0
-    until grep -q '^shadowflow ready ' "$data_dir/stdout"; do
+    until grep -q '^shadowflow ready ' "$data_dir/stdout" 2>/dev/null; do
         if ! kill -0 "$service_pid" 2>/dev/null || ((waited >= start_timeout_secs * 10)); then
             echo "shadowflow serve did not get ready; its log ends with:" >&2
             tail -20 "$data_dir/service.log" >&2

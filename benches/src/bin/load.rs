@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use shadowflow_benches::load::{self, LoadConfig};
 
-/// MQTT load generator for shadowflow: devices `load-{n}` publish shadow updates at QoS 1 and
-/// time their `/update/accepted` replies.
+/// MQTT load generator for shadowflow: devices `load-N` publish shadow updates at QoS 0 or 1
+/// and time their `/update/accepted` and `/update/delta` replies.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {

@@ -86,7 +86,7 @@ pub struct LoadConfig {
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_BROKER)]
     pub broker: String,
 
-    /// Number of simulated devices; device n updates the shadow of thing `load-{n}`.
+    /// Number of simulated devices; device N updates the shadow of thing `load-N`.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_DEVICES)]
     pub devices: u32,
 

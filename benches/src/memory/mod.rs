@@ -41,7 +41,7 @@ pub fn nested_reported_json(n: u64, sequence: u64) -> String {
 /// Shape of the state each shadow gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StateShape {
-    /// `reported` only: ten numbers, one of them in a nested `location` object (about 200 bytes).
+    /// `reported` only: ten numbers, two of them in a nested `location` object (about 200 bytes).
     Nested,
     /// The `recovery` sensors: 8 reported fields (numbers and strings) and 3 desired settings,
     /// so every shadow has a delta.
