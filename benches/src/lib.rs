@@ -27,6 +27,7 @@
 //! - [`monolith`]: the reference program of the classic design: one locked map of shadows and
 //!   one SQLite commit per update, behind the same MQTT topics.
 //! - [`memory`]: the state, counting allocator and `/proc` readings of the `memory` tool.
+//! - [`outputs`]: dataflow outputs that count applied updates and drop every message.
 //! - [`process`]: peak resident memory of this process and page-cache eviction of files.
 //! - [`archive`]: history rows of a real data set, the timed archive write and its read-back.
 //!
@@ -42,6 +43,7 @@ pub mod latency;
 pub mod load;
 pub mod memory;
 pub mod monolith;
+pub mod outputs;
 pub mod pipeline;
 pub mod process;
 pub mod recovery;

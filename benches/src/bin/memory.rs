@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use pipeline::dataflow::{
-    self, DataflowConfig, HttpReply, MqttMessage, Operation, ReplyTo, Request, ShadowOutputs,
-    ShadowVersion, ThingShadow, Time, ViewCommand, ViewSink, ViewSpec,
+    self, DataflowConfig, Operation, ReplyTo, Request, ShadowOutputs, ShadowVersion, ThingShadow,
+    Time, ViewCommand, ViewSink, ViewSpec,
 };
-use pipeline::history::{HistoryRow, LogPosition, Origin};
+use pipeline::history::Origin;
 use pipeline::shadow::{Limits, Shadow, ShadowKey, apply_update, decode_update};
 use shadowflow_benches::memory::{CountingAllocator, HeapCount, Resident, StateShape};
+use shadowflow_benches::outputs::CountingOutputs;
 use shadowflow_benches::recovery::sensor;
 
 #[global_allocator]
@@ -172,25 +173,6 @@ fn load_versions(cli: &Cli) -> anyhow::Result<Vec<(ShadowKey, Arc<ShadowVersion>
     Ok(versions)
 }
 
-/// Outputs that drop every message but count the `/update/documents` publications, one per
-/// applied update.
-#[derive(Default)]
-struct CountingOutputs {
-    documents: AtomicU64,
-}
-
-impl ShadowOutputs for CountingOutputs {
-    fn publish(&self, message: MqttMessage) {
-        if message.topic.ends_with("/update/documents") {
-            self.documents.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn reply_http(&self, _reply: HttpReply) {}
-
-    fn archive(&self, _row: HistoryRow, _position: Option<LogPosition>) {}
-}
-
 /// Records each worker's frontier of the probe view.
 struct FrontierSink {
     frontiers: Vec<AtomicU64>,
@@ -240,7 +222,7 @@ fn load_dataflow(cli: &Cli) -> anyhow::Result<LoadedDataflow> {
 
     let timeout = Duration::from_secs(cli.timeout_s);
     wait_until(timeout, "the updates to be applied", || {
-        outputs.documents.load(Ordering::Relaxed) >= cli.shadows
+        outputs.documents() >= cli.shadows
     })?;
     let sink = Arc::new(FrontierSink {
         frontiers: (0..cli.workers.max(1)).map(|_| AtomicU64::new(0)).collect(),

@@ -38,14 +38,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use pipeline::dataflow::{
-    self, DataflowConfig, EpochClock, HttpReply, MqttMessage, Operation, ReplyTo, Request,
-    RequestSender, ShadowOutputs, ShadowVersion, ThingShadow, Time, ViewCommand, ViewControl,
-    ViewLogic, ViewSink, ViewSpec,
+    self, DataflowConfig, EpochClock, Operation, ReplyTo, Request, RequestSender, ShadowOutputs,
+    ShadowVersion, ThingShadow, Time, ViewCommand, ViewControl, ViewLogic, ViewSink, ViewSpec,
 };
 use pipeline::fleet::{AggregationValue, Field, FleetDocument, Query};
-use pipeline::history::{HistoryRow, LogPosition, Origin};
+use pipeline::history::Origin;
 use pipeline::shadow::{Limits, ShadowKey};
 use serde_json::{Value, json};
+use shadowflow_benches::outputs::CountingOutputs;
 use shadowflow_benches::process;
 use shadowflow_benches::recovery::sensor;
 
@@ -80,25 +80,6 @@ struct Cli {
     /// Maximum wait for one phase (loading, importing views, one measured run), in seconds.
     #[arg(long, default_value_t = 300)]
     phase_timeout_s: u64,
-}
-
-/// Outputs that drop every message but count the `/update/documents` publications, one per
-/// applied update.
-#[derive(Default)]
-struct CountingOutputs {
-    documents: AtomicU64,
-}
-
-impl ShadowOutputs for CountingOutputs {
-    fn publish(&self, message: MqttMessage) {
-        if message.topic.ends_with("/update/documents") {
-            self.documents.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn reply_http(&self, _reply: HttpReply) {}
-
-    fn archive(&self, _row: HistoryRow, _position: Option<LogPosition>) {}
 }
 
 /// Records each worker's frontier of one view and counts the view's row changes.
@@ -234,7 +215,7 @@ fn wait_for_views(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     wait_until(timeout, "the updates to be applied", || {
-        outputs.documents.load(Ordering::Relaxed) >= applied
+        outputs.documents() >= applied
     })?;
     let target = clock.open_time();
     for view in views {
