@@ -2,10 +2,10 @@
 # Measures `shadowflow replay` of the full Beijing data set into `shadowflow serve`.
 #
 # Each run starts the release `shadowflow serve` with 2 dataflow workers, a fresh data folder
-# and the embedded broker on free loopback ports, replays every row of the Beijing data set over
-# MQTT at QoS 1 with `shadowflow replay`, reads the rows per second from the replay's summary,
-# then stops the service with SIGTERM and deletes the folder. At the end it prints the rows per
-# second of each run and their median.
+# and the embedded broker on free loopback ports. It replays every row of the Beijing data set
+# over MQTT at QoS 1 with `shadowflow replay` and reads the rows per second from the replay's
+# summary. Then it stops the service with SIGTERM and deletes the folder. At the end the script
+# prints the rows per second of each run and their median.
 #
 # Usage: benches/replay.sh [--runs N] [--durability sync|batch|none] [--datasets DIR]
 #          [--data-root DIR] [--no-build]

@@ -210,7 +210,7 @@ async fn serve(config: ServeConfig, replay: Option<StartupReplay>) -> anyhow::Re
     stop(running, stopping).await
 }
 
-/// How MQTT requests reach the dataflow.
+/// Path of MQTT requests to the dataflow.
 enum Intake {
     /// Straight from the embedded broker's connection tasks.
     InProcess(Arc<RequestIntake>),
@@ -219,7 +219,7 @@ enum Intake {
 }
 
 impl Intake {
-    /// Stops taking requests. The request client's task must have been told to stop.
+    /// Stops taking requests. Call it after the request client's task has been signalled to stop.
     async fn close(self) {
         match self {
             Intake::InProcess(intake) => intake.close(),

@@ -52,7 +52,7 @@ struct Cli {
     #[arg(long, default_value_t = 1_000_000)]
     shadows: u64,
 
-    /// Where the shadows are kept: the whole dataflow, or one structure alone.
+    /// Container of the shadows: the whole dataflow, or one structure alone.
     #[arg(long, value_enum, default_value_t = Structure::Dataflow)]
     structure: Structure,
 
@@ -69,7 +69,7 @@ struct Cli {
     timeout_s: u64,
 }
 
-/// Where the loaded shadows are kept.
+/// Container of the loaded shadows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Structure {
     /// The dataflow, loaded through its request channel.

@@ -50,7 +50,8 @@ pub enum LoopMode {
     Open,
 }
 
-/// What answers the generator's updates, and so which messages count as replies.
+/// Kind of server that replies to the generator's updates, which decides the messages that count
+/// as replies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
@@ -98,7 +99,7 @@ pub struct LoadConfig {
     #[arg(long, value_enum, default_value_t = LoopMode::Closed)]
     pub mode: LoopMode,
 
-    /// What answers the updates: a shadow service, or a bare broker that relays them.
+    /// Kind of server that replies: a shadow service, or a bare broker that relays the updates.
     #[arg(long, value_enum, default_value_t = Target::Shadow)]
     pub target: Target,
 

@@ -45,8 +45,8 @@ const MAX_UNACKED_PUBLISHES: u16 = 1000;
 /// Things per SUBSCRIBE packet; up to three filters each.
 const THINGS_PER_SUBSCRIBE: usize = 64;
 
-/// Desired-state updates sent before waiting for their replies during set-up, well below
-/// [`REQUEST_CHANNEL_CAPACITY`] so that queueing them never waits for the event loop.
+/// Desired-state updates sent during set-up before waiting for their replies. It is well below
+/// [`REQUEST_CHANNEL_CAPACITY`], so queueing one chunk never waits for the event loop.
 const SETUP_CHUNK: usize = 256;
 
 /// Time allowed for CONNECT, all SUBSCRIBEs and the desired-state set-up of one connection.
@@ -66,8 +66,8 @@ pub const SETUP_CLIENT_TOKEN: &str = "load-setup";
 const DESIRED_SETUP_PAYLOAD: &str =
     r#"{"state":{"desired":{"mode":"eco"}},"clientToken":"load-setup"}"#;
 
-/// Runs of this process so far; part of each client id, so a run that follows another in
-/// the same process (as in `sweep`) never takes over a session that is still closing.
+/// Count of runs in this process so far. It is part of each client id, so a run that follows
+/// another in the same process (as in `sweep`) does not take over a session that is closing.
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
 /// Returns a number for the next run of this process.
@@ -240,7 +240,7 @@ pub struct Connection {
 /// Settings of one connection that come from the run's flags.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionOptions {
-    /// What answers the updates.
+    /// Kind of server that replies to the updates.
     pub target: Target,
 
     /// QoS of updates and subscriptions.

@@ -1,5 +1,5 @@
 //! The reply task of one connection: polls rumqttc's event loop and matches each reply to the
-//! update it answers, by client token.
+//! update it replies to, by client token.
 //!
 //! Replies are `/update/accepted`, `/update/rejected` and `/update/delta` from a shadow
 //! service, or the relayed copy of the update itself (topic `/update`) from a bare relay. An

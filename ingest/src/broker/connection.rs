@@ -14,8 +14,8 @@
 //!   pause, and the client gets a full interval after it. While the task's own session is
 //!   congested, the task disconnects its client after `slow_subscriber_timeout_ms` without
 //!   a PUBACK read or a byte written.
-//! - A PUBLISH that the local subscriber takes (see the `local` module) holds the client's
-//!   later packets the same way until the subscriber has it; only then goes its PUBACK out.
+//! - A PUBLISH that the local subscriber takes (see the `local` module) pauses the client's
+//!   later packets the same way until the subscriber has it. Only then is its PUBACK sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //!
 //! # Notes
 //! - Topics, names, limits and rejections are checked by the same code as in
-//!   [`run_source`](super::run_source), so both paths answer a request alike.
+//!   [`run_source`](super::run_source), so both paths reply to a request alike.
 //! - A device's connection awaits the hand-over of its request to the dataflow's queue before
 //!   it sends the PUBACK and reads the device's next message. A full queue therefore slows
 //!   the devices that publish down, and each device's requests enter it in the order sent.

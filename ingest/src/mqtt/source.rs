@@ -116,7 +116,7 @@ async fn forward(
     }
 }
 
-/// What becomes of one message on a request topic.
+/// Outcome of the admission check of one message on a request topic.
 pub(crate) enum Admission {
     /// Not a request topic: nothing to do.
     Ignored,
@@ -132,7 +132,7 @@ pub(crate) enum Admission {
 }
 
 /// Parses the topic of one message and checks its names and the in-flight limit of its thing.
-/// An admitted request holds an in-flight slot of its thing when `in_flight` is given.
+/// When `in_flight` is given, an admitted request takes one in-flight slot of its thing.
 pub(crate) fn admit(
     topic: &str,
     payload: &[u8],

@@ -85,8 +85,8 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    /// Whether some byte of `word` is below `limit` (at most 0x80), by the borrow into the high
-    /// bit that subtracting `limit` from each byte leaves.
+    /// Returns whether some byte of `word` is below `limit` (at most 0x80). Subtracting `limit`
+    /// from each byte borrows into the high bit of exactly those bytes.
     fn has_byte_below(word: u64, limit: u8) -> bool {
         word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS != 0
     }
@@ -109,8 +109,8 @@ fn needs_escape(bytes: &[u8]) -> bool {
 /// Writes the AWS metadata of a stored state object from its JSON text and leaf timestamps.
 ///
 /// `json` must be compact text that `serde_json` wrote for a state object, as a stored section
-/// or delta keeps, so it is scanned by hand instead of deserialized: keys are copied as they are
-/// escaped there, and scalars are skipped without being parsed.
+/// or delta contains. Because that text is known to be valid, it is scanned by hand instead of
+/// deserialized. Keys are copied as they are escaped there, and scalars are skipped unparsed.
 ///
 /// # Panics
 ///

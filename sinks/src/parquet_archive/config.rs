@@ -24,9 +24,9 @@ pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default zstd compression level.
 ///
-/// Level 1 rather than zstd's own default of 3: on the history of the Beijing air-quality data
-/// set, level 1 made files 6 % smaller and took about a third less writer CPU than level 3
-/// (`archive` benchmark in `benches/`, on a shared 2-core machine).
+/// Level 1 rather than zstd's own default of 3. On the history of the Beijing air-quality data
+/// set, level 1 made files 6 % smaller than level 3 and took about a third less writer CPU
+/// (the `archive` benchmark in `benches/`, on a 2-core machine).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// Default capacity of the queue between senders and the writer thread, in rows.

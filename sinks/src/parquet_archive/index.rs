@@ -179,7 +179,7 @@ impl UncommittedIndex {
 
 /// Returns the index key of a shadow: the thing name, then a NUL and the shadow name for a
 /// named shadow. Thing names cannot contain NUL, so keys of different shadows differ.
-/// A classic shadow's key borrows the thing name, so looking it up allocates nothing.
+/// The key of a classic shadow borrows the thing name, so a lookup allocates nothing.
 fn shadow_key<'a>(thing_name: &'a str, shadow_name: Option<&str>) -> Cow<'a, str> {
     match shadow_name {
         None => Cow::Borrowed(thing_name),

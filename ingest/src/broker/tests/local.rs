@@ -35,8 +35,8 @@ async fn puback_within(client: &mut RawClient, wait: Duration) -> Option<u16> {
     }
 }
 
-/// A full local subscriber holds the PUBACK and the later messages of its publisher back;
-/// once it takes messages again, every message arrives, in order, and so do the PUBACKs.
+/// A full local subscriber delays the PUBACK and the later messages of its publisher. Once it
+/// takes messages again, every message arrives, in order, and so do the PUBACKs.
 /// Connected subscribers of the same topic get their copies as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_local_subscriber_holds_its_publisher_back() {
