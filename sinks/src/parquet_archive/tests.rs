@@ -192,6 +192,20 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Archives [`varied_rows`] with the default settings in a new folder named after `tag`, and
+/// returns the metadata of the first file written.
+fn archived_varied_rows(tag: &str) -> Arc<ParquetMetaData> {
+    let dir = TestDir::new(tag);
+    let archive = spawn(&dir.archive(), ArchiveConfig::default());
+    for row in varied_rows() {
+        archive.sender().send(row).expect("queue row");
+    }
+    archive.close().expect("close archive");
+
+    let files = parquet_files(&dir.archive());
+    read_metadata(&files[0])
+}
+
 fn read_metadata(path: &Path) -> Arc<ParquetMetaData> {
     let file = File::open(path).expect("open Parquet file");
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("read Parquet footer");
@@ -348,15 +362,7 @@ fn round_trip_across_dates_and_row_rolls() {
 
 #[test]
 fn metadata_has_json_types_and_statistics() {
-    let dir = TestDir::new("metadata");
-    let archive = spawn(&dir.archive(), ArchiveConfig::default());
-    for row in varied_rows() {
-        archive.sender().send(row).expect("queue row");
-    }
-    archive.close().expect("close archive");
-
-    let files = parquet_files(&dir.archive());
-    let metadata = read_metadata(&files[0]);
+    let metadata = archived_varied_rows("metadata");
     let schema = metadata.file_metadata().schema_descr();
     let row_group = metadata.row_group(0);
 
@@ -397,15 +403,7 @@ fn metadata_has_json_types_and_statistics() {
 
 #[test]
 fn columns_use_chosen_encodings() {
-    let dir = TestDir::new("encodings");
-    let archive = spawn(&dir.archive(), ArchiveConfig::default());
-    for row in varied_rows() {
-        archive.sender().send(row).expect("queue row");
-    }
-    archive.close().expect("close archive");
-
-    let files = parquet_files(&dir.archive());
-    let metadata = read_metadata(&files[0]);
+    let metadata = archived_varied_rows("encodings");
     let schema = metadata.file_metadata().schema_descr();
     let row_group = metadata.row_group(0);
 
