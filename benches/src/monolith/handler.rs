@@ -146,6 +146,16 @@ mod tests {
     use crate::monolith::config::Synchronous;
     use crate::monolith::store::Database;
 
+    /// Opens an empty store on a new database in a temporary folder, which lives as long as
+    /// the returned guard.
+    fn temp_store() -> (tempfile::TempDir, ShadowStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database =
+            Database::open(&dir.path().join("shadows.db"), Synchronous::Off).expect("opens");
+        let store = ShadowStore::open(database, Limits::default()).expect("store opens");
+        (dir, store)
+    }
+
     fn job(key: ShadowKey, payload: &str) -> UpdateJob {
         UpdateJob {
             key,
@@ -167,10 +177,7 @@ mod tests {
 
     #[test]
     fn update_responses_follow_the_service() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database =
-            Database::open(&dir.path().join("shadows.db"), Synchronous::Off).expect("opens");
-        let store = ShadowStore::open(database, Limits::default()).expect("store opens");
+        let (_dir, store) = temp_store();
         let counts = HandlerCounts::default();
         let key = ShadowKey::classic("lamp");
 
@@ -217,10 +224,7 @@ mod tests {
 
     #[test]
     fn invalid_update_is_rejected_with_token() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database =
-            Database::open(&dir.path().join("shadows.db"), Synchronous::Off).expect("opens");
-        let store = ShadowStore::open(database, Limits::default()).expect("store opens");
+        let (_dir, store) = temp_store();
         let counts = HandlerCounts::default();
 
         let responses = handle_update(
@@ -240,10 +244,7 @@ mod tests {
 
     #[test]
     fn invalid_thing_name_is_rejected() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database =
-            Database::open(&dir.path().join("shadows.db"), Synchronous::Off).expect("opens");
-        let store = ShadowStore::open(database, Limits::default()).expect("store opens");
+        let (_dir, store) = temp_store();
         let counts = HandlerCounts::default();
 
         let responses = handle_update(
